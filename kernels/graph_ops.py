@@ -1,0 +1,94 @@
+"""The placeholder op a compiled conv becomes in the saved graph, and the module that runs it.
+
+`model.pt2` stores each compiled layer as one `zerodata::compiled_conv(x, residual, layer, ...)` call
+(a real, registered torch op with a shape function, so the graph exports and loads with torch's own
+safe .pt2 format). `load()` swaps every such call for a `CompiledLayer` submodule that runs the
+generated kernel; the op itself never computes anything.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import fx, nn
+
+
+class CompiledGraphError(RuntimeError):
+    """A package graph was run without its compiled layers installed, or names a layer it lacks."""
+
+
+def conv_output_size(size, kernel: int, stride: int, padding: int, dilation: int):
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+@torch.library.custom_op("zerodata::compiled_conv", mutates_args=())
+def compiled_conv(x: torch.Tensor, residual: Optional[torch.Tensor], layer: str, out_channels: int,
+                  stride: int, padding: int, dilation: int, relu: bool) -> torch.Tensor:
+    raise CompiledGraphError(
+        f"layer {layer!r} is a compiled sparse conv; open the package with kernels.load(package_dir)")
+
+
+@compiled_conv.register_fake
+def _compiled_conv_shape(x, residual, layer, out_channels, stride, padding, dilation, relu):
+    n, _, h, w = x.shape
+    return x.new_empty((n, out_channels, conv_output_size(h, 3, stride, padding, dilation),
+                        conv_output_size(w, 3, stride, padding, dilation)))
+
+
+COMPILED_CONV = torch.ops.zerodata.compiled_conv.default
+
+
+class CompiledLayer(nn.Module):
+    """One compiled conv (+ folded BN, bias, residual add, ReLU) as a module; `kernel` is a CompiledConv."""
+
+    def __init__(self, layer: str, kernel):
+        super().__init__()
+        self.layer = layer
+        self.kernel = kernel
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        # The C kernels read flat NCHW; torch ops upstream may hand over strided views.
+        return self.kernel(x.contiguous(), None if residual is None else residual.contiguous())
+
+    def extra_repr(self) -> str:
+        return f"layer={self.layer!r}"
+
+
+class DenseLayer(nn.Module):
+    """The same layer in dense torch (weights from the compact format): the package's own dense baseline."""
+
+    def __init__(self, layer: str, weight: torch.Tensor, bias: torch.Tensor, stride: int, padding: int,
+                 dilation: int, relu: bool):
+        super().__init__()
+        self.layer, self.stride, self.padding, self.dilation, self.relu = layer, stride, padding, dilation, relu
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        y = torch.nn.functional.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+        if residual is not None:
+            y = y + residual
+        return torch.relu(y) if self.relu else y
+
+
+def compiled_conv_nodes(gm: fx.GraphModule) -> list[fx.Node]:
+    return [n for n in gm.graph.nodes if n.op == "call_function" and n.target == COMPILED_CONV]
+
+
+def install_compiled_layers(gm: fx.GraphModule, kernels: dict[str, nn.Module]) -> fx.GraphModule:
+    """Replace each `zerodata::compiled_conv` call with a call to `kernels[layer]` (a submodule)."""
+    nodes = compiled_conv_nodes(gm)
+    missing = sorted({n.args[2] for n in nodes} - set(kernels))
+    if missing:
+        raise CompiledGraphError(f"the graph calls compiled layers the package does not provide: {missing}")
+    for index, node in enumerate(nodes):
+        x, residual, layer = node.args[0], node.args[1], node.args[2]
+        name = f"zd_compiled_{index}"
+        gm.add_submodule(name, CompiledLayer(layer, kernels[layer]))
+        with gm.graph.inserting_before(node):
+            call = gm.graph.call_module(name, (x, residual))
+        call.meta.update(node.meta)
+        node.replace_all_uses_with(call)
+        gm.graph.erase_node(node)
+    gm.recompile()
+    return gm

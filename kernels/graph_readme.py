@@ -1,0 +1,78 @@
+"""The README.md written into every package: what is inside, how to rebuild and call it elsewhere."""
+from __future__ import annotations
+
+import shlex
+
+from kernels.isa import ISA_FLAGS
+
+BASE_FLAGS = ["-O3", "-std=c++17", "-fPIC", "-shared", "-fopenmp"]
+
+
+def rebuild_command(manifest: dict) -> str:
+    flags = manifest.get("flags") or [*BASE_FLAGS, *ISA_FLAGS.get(manifest.get("isa"), [])]
+    return " ".join(["g++", *map(shlex.quote, flags), "kernels.cpp", "-o", "kernels.so"])
+
+
+def package_readme(manifest: dict) -> str:
+    sparse = [layer for layer in manifest["layers"] if layer["kernel"] == "sparse"]
+    dense = [layer for layer in manifest["layers"] if layer["kernel"] != "sparse"]
+    rows = "\n".join(f"| `{layer['name']}` | {layer['kernel']} | `{layer.get('symbol', '')}` | "
+                     f"{layer.get('reason') or ''} |" for layer in manifest["layers"])
+    example = sparse[0] if sparse else None
+    c_call = ""
+    if example:
+        spec = example["spec"]
+        k = spec["out_channels"]
+        out_h = (spec["height"] + 2 * spec["padding"] - 2 * spec["dilation"] - 1) // spec["stride"] + 1
+        out_w = (spec["width"] + 2 * spec["padding"] - 2 * spec["dilation"] - 1) // spec["stride"] + 1
+        c_call = f"""
+## Calling a layer from C
+
+Each compiled layer is one plain C function (`extern "C"`, no torch headers), with its weights,
+folded BatchNorm, shapes and pattern offsets baked in. For example the first one:
+
+```c
+void zd_{example['symbol']}(const float* x, const float* residual, float* y, int batch, int threads);
+```
+
+`x` is NCHW float32 `[batch, {spec['in_channels']}, {spec['height']}, {spec['width']}]`, `y` receives
+`[batch, {k}, {out_h}, {out_w}]`; `residual` has `y`'s shape (pass NULL when the layer has no residual add).
+The epilogue (bias, residual add, ReLU) listed in `manifest.json` runs inside the call.
+"""
+    return f"""# zerodata sparse kernel package
+
+Built for ISA `{manifest['isa']}` with torch {manifest['torch_version']}, {manifest['threads']} threads,
+input shape {manifest['input_shape']} (batch dimension {'dynamic' if manifest['dynamic_batch'] else 'fixed'}).
+{len(sparse)} conv layers run generated sparse kernels, {len(dense)} stay dense torch (reasons below).
+
+| file | what |
+|---|---|
+| `manifest.json` | layers, specs, chosen tiles, kernel/dense decision and why, formats, ISA, compiler, flags, hashes |
+| `weights.safetensors` | compact weights of the sparse layers (reordered filters, channel + pattern ids, packed non-zeros) |
+| `kernels.cpp` | the generated C++ source (plain C ABI) |
+| `kernels.so` | that source compiled for `{manifest['isa']}` |
+| `model.pt2` | the graph (torch.export); compiled layers appear as `zerodata::compiled_conv` calls |
+
+## Running it from Python
+
+```python
+import kernels, torch
+model = kernels.load("path/to/this/dir")   # an nn.Module: same inputs and outputs as the original
+y = model(torch.randn({', '.join(map(str, manifest['input_shape']))}))
+```
+
+`kernels.load` rebuilds `kernels.so` from `kernels.cpp` when the library is missing or was built for
+another ISA (regenerating the source from `weights.safetensors` for the new ISA if needed).
+
+## Rebuilding the library by hand
+
+```sh
+{rebuild_command(manifest)}
+```
+{c_call}
+## Layers
+
+| layer | kernel | symbol | reason |
+|---|---|---|---|
+{rows}
+"""

@@ -1,0 +1,105 @@
+"""load(package_dir): the whole model as an nn.Module, compiled layers in place, the rest in torch.
+
+The library is used as shipped only when it was built for this machine's ISA and matches its hash;
+otherwise it is rebuilt from the (hash-checked) source, or, for another ISA, from source regenerated
+out of the compact weights. An unverified .so is never loaded.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kernels import package as pkg
+from kernels.errors import KernelError
+from kernels.graph_ops import DenseLayer, install_compiled_layers
+from kernels.spec import ConvSpec, TileConfig
+
+
+class PackagedModel(nn.Module):
+    """The loaded package: call it like the original model. `manifest` says what runs where."""
+
+    def __init__(self, graph: nn.Module, manifest: dict, library: Path | None):
+        super().__init__()
+        self.graph = graph
+        self.manifest = manifest
+        self.library = library
+
+    def forward(self, *args, **kwargs):
+        return self.graph(*args, **kwargs)
+
+    def train(self, mode: bool = True) -> "PackagedModel":
+        # An exported graph has no training mode (torch raises); the package is inference-only.
+        self.training = mode
+        return self
+
+
+def _specs(sparse: list[dict]) -> list[tuple[ConvSpec, TileConfig]]:
+    try:
+        return [(ConvSpec(**layer["spec"]), TileConfig(**layer["tile"])) for layer in sparse]
+    except TypeError as exc:
+        raise pkg.PackageError(f"{pkg.MANIFEST} has a malformed layer spec or tile: {exc}") from None
+
+
+def _library(package_dir: Path, manifest: dict, sparse: list[dict], cache_dir: Path | None) -> Path:
+    from kernels.build import build_library
+    from kernels.codegen import generate_source
+    from kernels.graph_compile import default_cache_dir
+    from kernels.isa import detect_isa
+    isa = detect_isa()
+    shipped = package_dir / pkg.LIBRARY
+    if manifest.get("isa") == isa and shipped.is_file() and \
+            pkg.sha256_file(shipped) == manifest["files"].get(pkg.LIBRARY):
+        return shipped
+    if manifest.get("isa") == isa:
+        source = pkg.verify_hash(package_dir, manifest, pkg.SOURCE).read_text()
+    else:  # the shipped source targets another ISA: regenerate it from the compact weights
+        weights = pkg.verify_hash(package_dir, manifest, pkg.WEIGHTS)
+        specs = _specs(sparse)
+        compact = pkg.load_compact_weights(weights, [spec.name for spec, _ in specs])
+        source = generate_source([(spec, compact[spec.name], tile) for spec, tile in specs], isa)
+    return build_library(source, isa=isa, cache_dir=Path(cache_dir) if cache_dir else default_cache_dir())
+
+
+def _dense_layers(package_dir: Path, manifest: dict, sparse: list[dict]) -> dict[str, nn.Module]:
+    weights = pkg.verify_hash(package_dir, manifest, pkg.WEIGHTS)
+    specs = _specs(sparse)
+    compact = pkg.load_compact_weights(weights, [spec.name for spec, _ in specs])
+    return {layer["name"]: DenseLayer(layer["name"], compact[spec.name].to_dense(),
+                                      torch.from_numpy(compact[spec.name].bias.copy()), spec.stride, spec.padding,
+                                      spec.dilation, spec.relu)
+            for layer, (spec, _) in zip(sparse, specs)}
+
+
+def load(package_dir: Path, *, cache_dir: Path | None = None, dense: bool = False) -> nn.Module:
+    """Open a package written by compile_model; the module takes and returns what the model did.
+
+    dense=True runs the compiled layers as dense torch convs instead (from the compact weights):
+    the package's own dense baseline, for benchmarking a package without its original model."""
+    from kernels.conv_op import CompiledConv
+    package_dir = Path(package_dir)
+    manifest = pkg.read_manifest(package_dir)
+    graph_file = pkg.verify_hash(package_dir, manifest, pkg.GRAPH)
+    try:
+        program = torch.export.load(str(graph_file))
+    except Exception as exc:  # a corrupt archive surfaces as many exception types
+        raise pkg.PackageError(f"{pkg.GRAPH} cannot be loaded: {type(exc).__name__}: {exc}") from None
+    graph = program.module()
+    sparse = [layer for layer in manifest["layers"] if layer["kernel"] == "sparse"]
+    library = None
+    kernels: dict[str, nn.Module] = {}
+    if sparse and dense:
+        kernels = _dense_layers(package_dir, manifest, sparse)
+    elif sparse:
+        library = _library(package_dir, manifest, sparse, cache_dir)
+        for layer, (spec, _) in zip(sparse, _specs(sparse)):
+            kernels[layer["name"]] = CompiledConv(library, spec)
+    try:
+        install_compiled_layers(graph, kernels)
+    except RuntimeError as exc:
+        raise pkg.PackageError(str(exc)) from None
+    return PackagedModel(graph, manifest, library)
+
+
+__all__ = ["load", "PackagedModel", "KernelError"]

@@ -1,0 +1,80 @@
+"""What one generated layer computes (ConvSpec) and how its loops are blocked (TileConfig)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from kernels.errors import UnsupportedConv
+
+_C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,100}$")
+MAX_DIM = 1 << 14
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """A 3x3 conv, groups=1, NCHW float32. y = conv(x) + bias (+ residual), then ReLU if relu."""
+    name: str
+    in_channels: int
+    out_channels: int
+    height: int          # input spatial size
+    width: int
+    stride: int = 1
+    padding: int = 1
+    dilation: int = 1
+    relu: bool = False
+    residual: bool = False  # the residual tensor has the output's shape
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not _C_IDENTIFIER.match(self.name):
+            raise UnsupportedConv(f"layer name {self.name!r} must be a C identifier (letters, digits, _)")
+        for field in ("in_channels", "out_channels", "height", "width", "stride", "dilation"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_DIM:
+                raise UnsupportedConv(f"layer {self.name!r}: {field}={value!r} must be an int in 1..{MAX_DIM}")
+        if not isinstance(self.padding, int) or isinstance(self.padding, bool) or not 0 <= self.padding <= 16:
+            raise UnsupportedConv(f"layer {self.name!r}: padding={self.padding!r} must be an int in 0..16")
+        if self.out_height < 1 or self.out_width < 1:
+            raise UnsupportedConv(f"layer {self.name!r}: a {self.height}x{self.width} input gives an empty output")
+        if self.in_channels * self.height * self.width > 1 << 27:
+            raise UnsupportedConv(f"layer {self.name!r}: input too large for 32-bit offsets")
+
+    @property
+    def out_height(self) -> int:
+        return (self.height + 2 * self.padding - 2 * self.dilation - 1) // self.stride + 1
+
+    @property
+    def out_width(self) -> int:
+        return (self.width + 2 * self.padding - 2 * self.dilation - 1) // self.stride + 1
+
+    @property
+    def symbol(self) -> str:
+        """The extern "C" function the generated source exports for this layer."""
+        return f"zd_{self.name}"
+
+    def dense_flops(self, batch: int = 1) -> int:
+        return 2 * batch * self.out_channels * self.in_channels * 9 * self.out_height * self.out_width
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """Loop blocking of one generated layer.
+
+    filters: output channels per register block (one accumulator row each);
+    vectors: SIMD vectors of the flat output grid per spatial tile (accumulator columns);
+    channels: input channels per chunk whose aligned tap copies stay in L1 (0 = all channels at once).
+    """
+    filters: int = 4
+    vectors: int = 4
+    channels: int = 16
+
+    def __post_init__(self):
+        if self.filters not in (1, 2, 3, 4, 5, 6, 8):
+            raise UnsupportedConv(f"TileConfig.filters={self.filters!r} must be one of 1, 2, 3, 4, 5, 6, 8")
+        if not isinstance(self.vectors, int) or not 1 <= self.vectors <= 8:
+            raise UnsupportedConv(f"TileConfig.vectors={self.vectors!r} must be an int in 1..8")
+        if not isinstance(self.channels, int) or not 0 <= self.channels <= 1 << 16:
+            raise UnsupportedConv(f"TileConfig.channels={self.channels!r} must be an int in 0..65536")
+
+    @property
+    def label(self) -> str:
+        return f"f{self.filters}v{self.vectors}c{self.channels}"

@@ -1,0 +1,37 @@
+"""Candidate loop blockings for one layer, best guess first (the autotuner times them)."""
+from __future__ import annotations
+
+from kernels.isa import VECTOR_WIDTH, check_isa
+from kernels.spec import ConvSpec, TileConfig
+
+_REGISTERS = {"avx512": 32, "avx2": 16, "portable": 16}
+# (filters, vectors, channel chunk), measured best-first on ResNet-18 layers (docs/benchmarks/kernel-layers.md).
+_PREFERENCES = {
+    "avx512": [(4, 4, 16), (8, 3, 0), (4, 4, 32), (2, 8, 8), (4, 4, 8), (4, 4, 0)],
+    "avx2": [(2, 4, 8), (4, 2, 0), (1, 6, 8), (2, 4, 0), (4, 2, 16), (1, 4, 0)],
+    "portable": [(2, 4, 8), (4, 2, 0), (1, 6, 8), (2, 4, 0)],
+}
+
+
+def _fits(filters: int, vectors: int, isa: str) -> bool:
+    # accumulators + input vectors + one broadcast weight
+    return filters * vectors + vectors + 1 <= _REGISTERS[isa]
+
+
+def candidate_tiles(spec: ConvSpec, isa: str) -> list[TileConfig]:
+    """A few distinct blockings that fit the ISA's registers and the layer's size, the default first."""
+    check_isa(isa)
+    lanes = VECTOR_WIDTH[isa]
+    flat = spec.out_height * (-(-(spec.width + 2 * spec.padding) // spec.stride))
+    max_vectors = max(1, -(-flat // lanes))
+    out: list[TileConfig] = []
+    for filters, vectors, chunk in _PREFERENCES[isa]:
+        vectors = min(vectors, max_vectors)
+        filters = min(filters, 1 << (spec.out_channels - 1).bit_length())
+        if filters not in (1, 2, 4, 8) or not _fits(filters, vectors, isa):
+            continue
+        chunk = 0 if chunk >= spec.in_channels else chunk
+        tile = TileConfig(filters=filters, vectors=vectors, channels=chunk)
+        if tile not in out:
+            out.append(tile)
+    return out or [TileConfig(filters=1, vectors=1, channels=0)]

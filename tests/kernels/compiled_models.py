@@ -1,0 +1,100 @@
+"""Small pattern-pruned models for the model-level kernel tests (tiny ResNet, VGG-like, a non-pattern net)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from benchmarks.model_zoo import apply_pattern_masks
+from tests.tiny_models import INPUT_SHAPE, tiny_resnet
+
+
+def pattern_tiny_resnet(connectivity: float = 0.5, seed: int = 0) -> nn.Module:
+    model = tiny_resnet(seed=seed, width=8)
+    apply_pattern_masks(model, connectivity, seed=seed)
+    return model.eval()
+
+
+class SmallVGG(nn.Module):
+    """conv-BN-ReLU stacks, max-pools, a linear head: the VGG shape in miniature."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Linear(16 * 4 * 4, 10)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def small_vgg(seed: int = 1) -> nn.Module:
+    torch.manual_seed(seed)
+    model = SmallVGG()
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(16, *INPUT_SHAPE[1:]))
+    apply_pattern_masks(model.eval(), 0.25, seed=seed)
+    return model
+
+
+class MixedNet(nn.Module):
+    """One pattern-sparse conv, one randomly (unstructured) sparse conv, one grouped conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.pattern = nn.Conv2d(3 * 4, 8, 3, padding=1)
+        self.unstructured = nn.Conv2d(8, 8, 3, padding=1)
+        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+
+    def forward(self, x):
+        x = torch.cat([x] * 4, 1)
+        return self.grouped(torch.relu(self.unstructured(torch.relu(self.pattern(x)))))
+
+
+def mixed_net(seed: int = 2) -> nn.Module:
+    torch.manual_seed(seed)
+    model = MixedNet().eval()
+    apply_pattern_masks(model, 0.0, seed=seed)
+    with torch.no_grad():  # half the weights zeroed at random: dozens of distinct patterns
+        w = model.unstructured.weight
+        w.mul_((torch.rand_like(w) > 0.5).float())
+    return model
+
+
+def example(batch: int = 1, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, *INPUT_SHAPE[1:], generator=torch.Generator().manual_seed(seed))
+
+
+def assert_close(result: torch.Tensor, reference: torch.Tensor, rel: float = 1e-4) -> None:
+    scale = float(reference.abs().max())
+    assert float((result - reference).abs().max()) <= rel * max(scale, 1e-6)
+
+
+def session_cache(tmp_path_factory):
+    """One kernel build cache per test session, shared by the test modules (same source, same build)."""
+    path = tmp_path_factory.getbasetemp() / "zd_kernel_cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+class TwoConvBlock(nn.Module):
+    """One residual block on 8 channels: the smallest model with both epilogues, quick to tune."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(8, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        x = torch.cat([x, x, x[:, :2]], 1)
+        return torch.relu(self.conv2(torch.relu(self.conv1(x))) + x)
+
+
+def two_conv_block(seed: int = 3) -> nn.Module:
+    torch.manual_seed(seed)
+    model = TwoConvBlock().eval()
+    apply_pattern_masks(model, 0.5, seed=seed)
+    return model

@@ -1,0 +1,94 @@
+"""Autotuning decisions: sparse only when correct and faster; the whole model never slower than dense."""
+import time
+
+import pytest
+import torch
+
+import kernels
+import kernels.graph_compile as graph_compile
+from kernels.autotune import choose, dense_reference, time_interleaved
+from tests.kernels.compiled_models import assert_close, example, session_cache, two_conv_block
+
+# Contenders return a precomputed result so only the sleep decides who is faster, however busy the machine.
+REFERENCE = dense_reference(torch.randn(4, 3, 3, 3), torch.randn(4), (1, 1), (1, 1), relu=True)(
+    torch.randn(1, 3, 8, 8))
+X = torch.randn(1, 3, 8, 8)
+
+
+def fast(x, residual=None):
+    return REFERENCE
+
+
+def slow(x, residual=None):
+    time.sleep(0.005)
+    return REFERENCE
+
+
+def wrong(x, residual=None):
+    return REFERENCE + 1e-2
+
+
+def test_time_interleaved_reports_a_median_per_contender():
+    times = time_interleaved({"fast": lambda: None, "slow": lambda: time.sleep(0.002)}, budget_s=0.05, min_runs=5)
+    assert set(times) == {"fast", "slow"}
+    assert times["slow"] >= 2.0 > times["fast"]
+
+
+def test_a_faster_correct_variant_wins():
+    choice = choose(slow, {"f4v4": fast}, {"f4v4": "TILE"}, X, None, budget_s=0.05)
+    assert choice.kernel == "sparse" and choice.tile == "TILE" and choice.sparse_ms < choice.dense_ms
+    assert choice.max_rel_error == 0
+
+
+def test_a_slower_variant_loses_with_its_numbers():
+    choice = choose(fast, {"f4v4": slow}, {"f4v4": "TILE"}, X, None, budget_s=0.05)
+    assert choice.kernel == "dense" and "dense is faster" in choice.reason
+    assert choice.candidates[0]["ms"] >= 5.0
+
+
+def test_a_wrong_variant_is_never_chosen_however_fast():
+    choice = choose(slow, {"f4v4": wrong}, {"f4v4": "TILE"}, X, None, budget_s=0.05)
+    assert choice.kernel == "dense" and "disagrees" in choice.reason
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tuned")
+    model = two_conv_block()
+    manifest = kernels.compile_model(model, example(), root / "pkg", tune=True,
+                                     cache_dir=session_cache(tmp_path_factory))
+    return model, root / "pkg", manifest
+
+
+def test_tuning_times_every_candidate_and_dense(tuned):
+    model, package_dir, manifest = tuned
+    timed = [layer for layer in manifest["layers"] if "spec" in layer]
+    assert timed
+    for layer in timed:
+        assert layer["dense_ms"] > 0 and layer["candidates"]
+        assert all(c["ms"] is not None and c["ms"] > 0 for c in layer["candidates"])
+        if layer["kernel"] == "sparse":
+            assert layer["sparse_ms"] <= layer["dense_ms"]
+            assert layer["tile"]["filters"] >= 1 and layer["effective_gflops"] > 0
+        else:
+            assert layer["reason"]
+    assert {"dense_torch_ms", "compiled_ms", "fallback"} <= set(manifest["whole_model"])
+    x = example(2)
+    with torch.no_grad():
+        assert_close(kernels.load(package_dir)(x), model(x))
+
+
+def test_whole_model_slower_than_dense_ships_all_dense(tmp_path, tmp_path_factory, monkeypatch):
+    def compiled_looks_slower(fns, **kwargs):
+        return {name: (2.0 if name == "compiled" else 1.0) for name in fns}
+    monkeypatch.setattr(graph_compile, "time_interleaved", compiled_looks_slower)
+    model = two_conv_block()
+    manifest = kernels.compile_model(model, example(), tmp_path / "pkg", tune=True,
+                                     cache_dir=session_cache(tmp_path_factory))
+    assert manifest["whole_model"]["fallback"] is True
+    assert all(layer["kernel"] == "dense" for layer in manifest["layers"])
+    assert any("whole model" in layer["reason"] for layer in manifest["layers"])
+    assert not (tmp_path / "pkg" / "kernels.so").exists()
+    x = example(2)
+    with torch.no_grad():
+        assert_close(kernels.load(tmp_path / "pkg")(x), model(x))

@@ -1,0 +1,80 @@
+"""Build cache and failure paths: cache hit without recompiling, compiler errors with stderr, no compiler."""
+import ctypes
+import os
+import time
+
+import pytest
+
+from kernels.build import build_library, cache_key, compiler_flags
+from kernels.errors import KernelBuildError
+from kernels.isa import runnable_isas
+
+SOURCE = 'extern "C" int zd_answer(void) { return 42; }\n'
+
+
+def test_builds_loads_and_hits_cache(tmp_path):
+    isa = runnable_isas()[0]
+    first = build_library(SOURCE, isa=isa, cache_dir=tmp_path)
+    assert ctypes.CDLL(str(first)).zd_answer() == 42
+    stamp = first.stat().st_mtime_ns
+    time.sleep(0.05)
+    started = time.perf_counter()
+    second = build_library(SOURCE, isa=isa, cache_dir=tmp_path)
+    assert second == first
+    assert second.stat().st_mtime_ns == stamp          # not rebuilt
+    assert time.perf_counter() - started < 0.5           # no compiler run (a compile takes seconds)
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]   # no temp files left behind
+
+
+def test_key_depends_on_source_flags_and_compiler(tmp_path):
+    flags = compiler_flags("portable")
+    base = cache_key(SOURCE, flags, "g++ 12")
+    assert base != cache_key(SOURCE + " ", flags, "g++ 12")
+    assert base != cache_key(SOURCE, compiler_flags("avx2"), "g++ 12")
+    assert base != cache_key(SOURCE, flags, "g++ 13")
+    other = build_library(SOURCE.replace("42", "43"), isa="portable", cache_dir=tmp_path)
+    assert ctypes.CDLL(str(other)).zd_answer() == 43
+
+
+def test_compiler_error_carries_stderr(tmp_path):
+    with pytest.raises(KernelBuildError) as info:
+        build_library('extern "C" int broken( { return undefined_name; }\n', isa="portable", cache_dir=tmp_path)
+    assert "error" in info.value.stderr
+    assert "compiler stderr" in str(info.value)
+    assert not any(p.suffix == ".so" for p in tmp_path.iterdir())
+
+
+def test_missing_compiler_is_a_clear_error(tmp_path, monkeypatch):
+    with pytest.raises(KernelBuildError, match="no C\\+\\+ compiler found"):
+        build_library(SOURCE, isa="portable", cache_dir=tmp_path, compiler="/nonexistent/g++")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(KernelBuildError, match="no C\\+\\+ compiler found"):
+        build_library(SOURCE, isa="portable", cache_dir=tmp_path)
+
+
+def test_broken_compiler_is_a_clear_error(tmp_path):
+    fake = tmp_path / "fake-g++"
+    fake.write_text("#!/bin/sh\necho 'fake compiler exploded' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    with pytest.raises(KernelBuildError, match="version"):
+        build_library(SOURCE, isa="portable", cache_dir=tmp_path / "c", compiler=str(fake))
+
+
+@pytest.mark.parametrize("source", ["", "   \n", None])
+def test_empty_source_refused(tmp_path, source):
+    with pytest.raises(KernelBuildError, match="empty"):
+        build_library(source, isa="portable", cache_dir=tmp_path)
+
+
+def test_unknown_isa_refused(tmp_path):
+    with pytest.raises(Exception, match="unknown ISA"):
+        build_library(SOURCE, isa="avx1024", cache_dir=tmp_path)
+
+
+def test_concurrent_reader_never_sees_partial_library(tmp_path):
+    # The library appears by rename: either absent or complete (ELF magic at the start).
+    path = build_library(SOURCE, isa="portable", cache_dir=tmp_path)
+    with open(path, "rb") as f:
+        assert f.read(4) == b"\x7fELF"
+    assert os.access(path, os.R_OK)

@@ -1,0 +1,233 @@
+"""Every generated kernel against F.conv2d (+bias, +residual, +ReLU), on every ISA this machine runs.
+
+One library per ISA holds all layers, so the whole file compiles three times at most.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kernels.build import build_library
+from kernels.codegen import generate_source
+from kernels.conv_op import CompiledConv
+from kernels.errors import KernelRuntimeError, UnsupportedConv
+from kernels.format import compact_conv
+from kernels.isa import runnable_isas
+from kernels.spec import ConvSpec, TileConfig
+from kernels.tiles import candidate_tiles
+from tests.kernels.test_format import LIB8, pattern_pruned
+
+ODD_LIB = [(0,), (8,), (0, 1, 2, 3, 4, 5, 6, 7, 8), (2, 6), (1, 3, 5, 7)]
+
+# name, C, K, H, W, stride, padding, dilation, relu, residual, library, connectivity, tile
+CASES = [
+    ("basic", 8, 12, 5, 7, 1, 1, 1, True, True, LIB8, 0.5, TileConfig(2, 3, 4)),
+    ("stride2", 16, 8, 9, 9, 2, 1, 1, False, False, LIB8, 0.3, TileConfig(4, 2, 0)),
+    ("map1x1", 4, 5, 1, 1, 1, 1, 1, True, False, LIB8, 0.0, TileConfig(4, 1, 0)),
+    ("pad0", 8, 8, 6, 5, 1, 0, 1, False, True, LIB8, 0.5, TileConfig(1, 5, 3)),
+    ("s2pad0", 7, 9, 11, 6, 2, 0, 1, True, True, LIB8, 0.5, TileConfig(8, 1, 2)),
+    ("dilated", 6, 6, 8, 8, 1, 2, 2, False, False, LIB8, 0.0, TileConfig(2, 2, 0)),
+    ("pruned_filters", 8, 7, 6, 6, 1, 1, 1, True, False, LIB8, 0.2, TileConfig(4, 2, 3)),
+    ("pruned_layer", 4, 6, 5, 5, 1, 1, 1, True, True, LIB8, 1.0, TileConfig(2, 2, 0)),
+    ("odd_library", 10, 6, 7, 9, 1, 1, 1, False, False, ODD_LIB, 0.2, TileConfig(2, 3, 0)),
+    ("chunked", 32, 24, 14, 14, 1, 1, 1, True, True, LIB8, 0.5, TileConfig(4, 2, 5)),
+    ("ragged_k", 5, 5, 7, 7, 1, 1, 1, False, False, LIB8, 0.0, TileConfig(4, 2, 0)),
+    ("s2_odd", 6, 10, 7, 7, 2, 1, 1, True, False, LIB8, 0.5, TileConfig(2, 2, 4)),
+    ("one_row", 3, 4, 1, 9, 1, 1, 1, False, True, ODD_LIB, 0.0, TileConfig(1, 2, 0)),
+    ("to_1x1", 5, 3, 3, 3, 1, 0, 1, True, False, LIB8, 0.0, TileConfig(2, 1, 0)),
+    ("big_map", 4, 6, 23, 31, 1, 1, 1, True, True, LIB8, 0.4, TileConfig(2, 4, 0)),
+]
+
+
+def _build_cases():
+    layers = []
+    for seed, (name, c, k, h, w, s, p, d, relu, res, lib, conn, tile) in enumerate(CASES):
+        spec = ConvSpec(name, c, k, h, w, stride=s, padding=p, dilation=d, relu=relu, residual=res)
+        weight = pattern_pruned(k, c, lib, connectivity=conn, seed=seed)
+        if name == "pruned_filters":
+            weight[[0, 3, 6]] = 0
+        bias = torch.randn(k, generator=torch.Generator().manual_seed(100 + seed))
+        layers.append((spec, weight, bias, tile))
+    return layers
+
+
+LAYERS = _build_cases()
+
+
+@pytest.fixture(scope="module", params=runnable_isas())
+def library(request, tmp_path_factory):
+    isa = request.param
+    # Eight-filter blocks (255 mask loops) take the portable build minutes: four is its largest block.
+    tiles = [t if isa != "portable" or t.filters <= 4 else TileConfig(4, t.vectors, t.channels) for *_, t in LAYERS]
+    source = generate_source([(s, compact_conv(w, b, name=s.name), t) for (s, w, b, _), t in zip(LAYERS, tiles)], isa)
+    return isa, build_library(source, isa=isa, cache_dir=tmp_path_factory.mktemp(f"lib_{isa}"))
+
+
+def reference(spec, weight, bias, x, residual):
+    y = F.conv2d(x, weight, bias, stride=spec.stride, padding=spec.padding, dilation=spec.dilation)
+    if residual is not None:
+        y = y + residual
+    return torch.relu(y) if spec.relu else y
+
+
+@pytest.mark.parametrize("batch, threads", [(1, 1), (3, 2)])
+def test_every_layer_matches_conv2d(library, batch, threads):
+    isa, path = library
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for index, (spec, weight, bias, _) in enumerate(LAYERS):
+            gen = torch.Generator().manual_seed(index)
+            x = torch.randn(batch, spec.in_channels, spec.height, spec.width, generator=gen)
+            out_shape = (batch, spec.out_channels, spec.out_height, spec.out_width)
+            residual = torch.randn(out_shape, generator=gen) if spec.residual else None
+            expected = reference(spec, weight, bias, x, residual)
+            got = CompiledConv(path, spec)(x, residual)
+            assert got.shape == expected.shape, spec.name
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4, msg=f"{isa} {spec.name}")
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_candidate_tiles_compile_and_match(tmp_path):
+    """The autotuner's candidates for a real-ish layer are all correct (default ISA only)."""
+    isa = runnable_isas()[0]
+    base = ConvSpec("cand", 24, 16, 12, 12, relu=True)
+    weight = pattern_pruned(16, 24, LIB8, connectivity=0.5, seed=9)
+    bias = torch.randn(16)
+    compact = compact_conv(weight, bias, name="cand")
+    tiles = candidate_tiles(base, isa)
+    specs = [ConvSpec(f"cand_{t.label}", 24, 16, 12, 12, relu=True) for t in tiles]
+    path = build_library(generate_source([(s, compact, t) for s, t in zip(specs, tiles)], isa), isa=isa,
+                         cache_dir=tmp_path)
+    x = torch.randn(2, 24, 12, 12)
+    expected = reference(base, weight, bias, x, None)
+    for spec in specs:
+        torch.testing.assert_close(CompiledConv(path, spec)(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_source_is_deterministic():
+    spec, weight, bias, tile = LAYERS[0]
+    layers = [(spec, compact_conv(weight, bias, name=spec.name), tile)]
+    first = generate_source(layers, "avx512")
+    assert first == generate_source(layers, "avx512")
+    assert 'extern "C" void zd_basic(const float* x, const float* res, float* y, int batch, int threads)' in first
+    assert "#include <torch" not in first and "ATen" not in first
+
+
+def test_mismatched_or_duplicate_layers_refused():
+    spec, weight, bias, tile = LAYERS[0]
+    compact = compact_conv(weight, bias, name=spec.name)
+    other = ConvSpec("basic", 9, 12, 5, 7)
+    with pytest.raises(UnsupportedConv, match="compact weights are 12x8"):
+        generate_source([(other, compact, tile)], "avx512")
+    with pytest.raises(UnsupportedConv, match="unique"):
+        generate_source([(spec, compact, tile), (spec, compact, tile)], "avx512")
+    with pytest.raises(UnsupportedConv, match="unknown ISA"):
+        generate_source([(spec, compact, tile)], "sse9")
+
+
+@pytest.mark.parametrize("name", ["", "a;system(1)", "../x", "1abc", "a b", "x" * 200, None, "é"])
+def test_hostile_layer_names_refused(name):
+    with pytest.raises(UnsupportedConv, match="C identifier"):
+        ConvSpec(name, 4, 4, 5, 5)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"in_channels": 0}, "in_channels"), ({"height": -3}, "height"), ({"stride": 0}, "stride"),
+    ({"padding": -1}, "padding"), ({"width": 1 << 20}, "width"), ({"height": 1, "padding": 0}, "empty output"),
+    ({"in_channels": 2.5}, "in_channels")])
+def test_bad_specs_refused(kwargs, field):
+    args = dict(name="l", in_channels=4, out_channels=4, height=5, width=5)
+    args.update(kwargs)
+    with pytest.raises(UnsupportedConv, match=field):
+        ConvSpec(**args)
+
+
+@pytest.mark.parametrize("kwargs", [{"filters": 7}, {"vectors": 0}, {"vectors": 9}, {"channels": -1}])
+def test_bad_tiles_refused(kwargs):
+    with pytest.raises(UnsupportedConv):
+        TileConfig(**kwargs)
+
+
+def test_compiled_conv_checks_its_inputs(library):
+    _, path = library
+    spec = next(s for s, *_ in LAYERS if s.name == "basic")
+    op = CompiledConv(path, spec)
+    x = torch.randn(1, 8, 5, 7)
+    r = torch.randn(1, 12, 5, 7)
+    with pytest.raises(KernelRuntimeError, match="shape"):
+        op(torch.randn(1, 8, 5, 6), r)
+    with pytest.raises(KernelRuntimeError, match="float32"):
+        op(x.double(), r)
+    with pytest.raises(KernelRuntimeError, match="contiguous"):
+        op(torch.randn(1, 8, 7, 5).transpose(2, 3), r)
+    with pytest.raises(KernelRuntimeError, match="residual"):
+        op(x)
+    with pytest.raises(KernelRuntimeError, match="4-D"):
+        op(x[0], r)
+    plain = CompiledConv(path, next(s for s, *_ in LAYERS if s.name == "stride2"))
+    with pytest.raises(KernelRuntimeError, match="without a residual"):
+        plain(torch.randn(1, 16, 9, 9), torch.randn(1, 8, 5, 5))
+    with pytest.raises(KernelRuntimeError, match="no symbol"):
+        CompiledConv(path, ConvSpec("missing", 4, 4, 5, 5))
+
+
+def test_concurrent_callers_and_more_threads_than_cores(library):
+    """The work-claiming pool: several Python threads at once, each asking for more threads than cores."""
+    from concurrent.futures import ThreadPoolExecutor
+    _, path = library
+    spec, weight, bias, _ = next(layer for layer in LAYERS if layer[0].name == "chunked")
+    op = CompiledConv(path, spec)
+    inputs = [torch.randn(2, spec.in_channels, spec.height, spec.width) for _ in range(6)]
+    residuals = [torch.randn(2, spec.out_channels, spec.out_height, spec.out_width) for _ in range(6)]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(5)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            outs = list(pool.map(lambda i: op(inputs[i], residuals[i]), range(6)))
+    finally:
+        torch.set_num_threads(previous)
+    for x, r, got in zip(inputs, residuals, outs):
+        torch.testing.assert_close(got, reference(spec, weight, bias, x, r), rtol=1e-4, atol=1e-4)
+
+
+def test_forked_child_runs_kernels_with_a_fresh_pool(library):
+    """Celery's prefork workers fork: the child must not wait on the parent's threads or locks."""
+    import os
+    import time
+    _, path = library
+    spec, weight, bias, _ = next(layer for layer in LAYERS if layer[0].name == "big_map")
+    x = torch.randn(3, spec.in_channels, spec.height, spec.width)
+    r = torch.randn(3, spec.out_channels, spec.out_height, spec.out_width)
+    expected = reference(spec, weight, bias, x, r)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        op = CompiledConv(path, spec)
+        op(x, r)                                     # the parent's pool now has a worker
+        pid = os.fork()
+        if pid == 0:                                 # child: exit status says whether the result matched
+            ok = torch.allclose(op(x, r), expected, rtol=1e-4, atol=1e-4)
+            os._exit(0 if ok else 1)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung in the kernel")
+    finally:
+        torch.set_num_threads(previous)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_oversize_batch_refused_before_the_kernel_runs(library, monkeypatch):
+    import kernels.conv_op as conv_op
+    _, path = library
+    spec = next(s for s, *_ in LAYERS if s.name == "stride2")
+    monkeypatch.setattr(conv_op, "MAX_ELEMENTS", 1000)   # a real oversize batch would need gigabytes
+    with pytest.raises(KernelRuntimeError, match="split the batch"):
+        CompiledConv(path, spec)(torch.randn(1, 16, 9, 9))

@@ -1,0 +1,141 @@
+"""Graph level: BN folding, epilogue fusion, fallbacks, and whole tiny models compiled end to end."""
+import pytest
+import torch
+from torch import nn
+
+import kernels
+from kernels.fold import BN_TARGETS
+from kernels.graph import find_conv_sites, prepare_graph
+from tests.kernels.compiled_models import assert_close, example, mixed_net, pattern_tiny_resnet, session_cache, \
+    small_vgg
+from tests.tiny_models import tiny_resnet
+
+
+def _sites(model, batch=1):
+    gm, _, _ = prepare_graph(model, example(batch))
+    return gm, {site.layer: site for site in find_conv_sites(gm)}
+
+
+def test_fold_batchnorm_keeps_outputs_and_removes_every_bn():
+    model = tiny_resnet()
+    gm, dynamic, folded = prepare_graph(model, example())
+    assert dynamic
+    assert set(folded) == {"conv1", "layer1.conv1", "layer1.conv2", "layer2.conv1", "layer2.conv2",
+                           "layer2.shortcut.0"}
+    assert not [n for n in gm.graph.nodes if n.op == "call_function" and n.target in BN_TARGETS]
+    x = example(3)
+    with torch.no_grad():
+        assert_close(gm(x), model(x), rel=1e-5)
+
+
+class ConvReadTwice(nn.Module):
+    """The conv output feeds BN and is also returned: folding would change the returned tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4).eval()
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-1, 1)
+            self.bn.running_var.uniform_(0.5, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.bn(y), y
+
+
+def test_bn_is_not_folded_when_the_conv_output_has_another_reader():
+    model = ConvReadTwice().eval()
+    gm, _, folded = prepare_graph(model, example())
+    assert folded == []
+    x = example(2)
+    with torch.no_grad():
+        for got, want in zip(gm(x), model(x)):
+            assert_close(got, want, rel=1e-6)
+
+
+def test_relu_and_residual_epilogues_are_found():
+    _, sites = _sites(tiny_resnet())
+    assert sites["conv1"].relu and sites["conv1"].residual is None
+    assert sites["layer1.conv1"].relu and sites["layer1.conv1"].residual is None
+    assert sites["layer1.conv2"].relu and sites["layer1.conv2"].residual is not None
+    assert sites["layer2.conv2"].residual is not None  # the 1x1 shortcut conv's output
+    assert "1x1" in sites["layer2.shortcut.0"].unsupported
+
+
+class SumReused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        s = self.conv(x) + x
+        return torch.relu(s), s
+
+
+def test_relu_not_fused_when_the_sum_has_another_reader():
+    _, sites = _sites(SumReused().eval())
+    assert sites["conv"].residual is not None
+    assert not sites["conv"].relu
+
+
+class Odd(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.grouped = nn.Conv2d(4, 4, 3, padding=1, groups=2)
+        self.dilated = nn.Conv2d(4, 4, 3, padding=2, dilation=2)
+        self.big = nn.Conv2d(4, 4, 5, padding=2)
+        self.stride3 = nn.Conv2d(4, 4, 3, stride=3, padding=1)
+
+    def forward(self, x):
+        x = torch.cat([x, x[:, :1]], 1)
+        return self.stride3(self.big(self.dilated(self.grouped(x))))
+
+
+def test_unsupported_convs_carry_a_reason():
+    _, sites = _sites(Odd().eval())
+    assert "groups=2" in sites["grouped"].unsupported
+    assert "dilation" in sites["dilated"].unsupported
+    assert "5x5" in sites["big"].unsupported
+    assert "stride" in sites["stride3"].unsupported
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return session_cache(tmp_path_factory)
+
+
+@pytest.mark.parametrize("factory", [pattern_tiny_resnet, small_vgg], ids=["tiny_resnet", "small_vgg"])
+def test_whole_model_compiled_equals_dense(factory, tmp_path, cache):
+    model = factory()
+    manifest = kernels.compile_model(model, example(), tmp_path / "pkg", tune=False, cache_dir=cache)
+    assert any(layer["kernel"] == "sparse" for layer in manifest["layers"])
+    compiled = kernels.load(tmp_path / "pkg")
+    for batch in (1, 3):
+        x = example(batch, seed=batch)
+        with torch.no_grad():
+            assert_close(compiled(x), model(x))
+
+
+def test_an_exported_program_compiles_too(tmp_path, cache):
+    model = pattern_tiny_resnet()
+    program = torch.export.export(model, (example(2),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    manifest = kernels.compile_model(program, example(), tmp_path / "pkg", tune=False, cache_dir=cache)
+    assert manifest["dynamic_batch"]
+    x = example(3)
+    with torch.no_grad():
+        assert_close(kernels.load(tmp_path / "pkg")(x), model(x))
+
+
+def test_non_pattern_and_grouped_layers_fall_back_with_reasons(tmp_path, cache):
+    model = mixed_net()
+    manifest = kernels.compile_model(model, example(), tmp_path / "pkg", tune=False, cache_dir=cache)
+    layers = {layer["name"]: layer for layer in manifest["layers"]}
+    assert layers["pattern"]["kernel"] == "sparse"
+    assert layers["unstructured"]["kernel"] == "dense"
+    assert "not pattern-sparse" in layers["unstructured"]["reason"]
+    assert "distinct non-zero patterns" in layers["unstructured"]["reason"]
+    assert layers["grouped"]["kernel"] == "dense" and "groups=2" in layers["grouped"]["reason"]
+    x = example(2)
+    with torch.no_grad():
+        assert_close(kernels.load(tmp_path / "pkg")(x), model(x))

@@ -1,0 +1,171 @@
+import json
+import math
+
+import pytest
+import torch
+
+from tests.tiny_models import INPUT_SHAPE, tiny_resnet
+from tests.worker.engine.engine_models import Depthwise, NoBatchNorm, NoConv3x3, seeded
+from worker.engine.compress import compress_module
+from worker.engine.config import CompressionConfig
+from worker.engine.errors import InvalidConfigError, UnsupportedModelError
+from worker.engine.patterns import pattern_masks
+from worker.progress import JobCancelled, RecordingProgress
+
+FAST = dict(synthetic_samples=16, synthetic_steps=4, fidelity_samples=8, recovery_steps=2,
+            admm_iterations=5, extra={"inversion": {"batch": 8}})
+
+
+def _run(tmp_path, model=None, **overrides):
+    cfg = CompressionConfig(**{**FAST, **overrides})
+    progress = RecordingProgress()
+    return compress_module(model or tiny_resnet(), INPUT_SHAPE, cfg, progress, cache_dir=tmp_path), progress
+
+
+def _check_structure(result, entries=4):
+    lib = result.report["pattern_library"]
+    allowed = pattern_masks([tuple(p) for p in lib]) > 0
+    params = dict(result.module.named_parameters())
+    for layer in result.report["layers"]:
+        if not layer["pruned"] or layer["kind"] != "conv3x3":
+            continue
+        w = params[layer["name"] + ".weight"].detach().reshape(-1, 9)
+        nz = w != 0
+        assert (nz.sum(1) <= entries).all()
+        fits = (~nz[:, None, :] | allowed[None]).all(-1).any(-1)
+        assert fits.all(), layer["name"]
+        empty = int((nz.sum(1) == 0).sum())
+        assert empty >= round(layer["connectivity"] * w.shape[0]) and layer["connectivity"] == pytest.approx(
+            layer["target_connectivity"], abs=1.0 / w.shape[0])
+        mask = result.masks[layer["name"] + ".weight"].reshape(-1, 9)
+        assert (nz <= mask).all()
+
+
+@pytest.mark.parametrize("connectivity", [0.0, 0.5])
+def test_structure_is_exact_and_reported(tmp_path, connectivity):
+    result, progress = _run(tmp_path, connectivity=connectivity)
+    _check_structure(result)
+    rep = result.report
+    assert len(rep["pattern_library"]) == 8 and all(4 in p and len(p) == 4 for p in rep["pattern_library"])
+    names = [l["name"] for l in rep["layers"]]
+    assert names[0] == "conv1" and not rep["layers"][0]["pruned"]  # the stem stays dense by default
+    conv3 = [l for l in rep["layers"] if l["kind"] == "conv3x3"]
+    assert conv3 and all(l["pruned"] for l in conv3)
+    assert all(l["connectivity"] == pytest.approx(connectivity, abs=0.02) for l in conv3)
+    assert all(l["flops_after"] < l["flops_before"] for l in conv3)
+    assert rep["compression_ratio"] > (2.0 if connectivity == 0 else 3.5)
+    assert set(rep["seconds"]) == {"synthesize", "prune", "recover", "fidelity"}
+    fid = result.fidelity
+    assert 0 <= fid["top1_agreement"] <= 1 and fid["mean_kl"] >= 0 and fid["samples"] == 8
+    assert {l["name"] for l in fid["layers"]} == {l["name"] for l in conv3}
+    assert {e[1] for e in progress.events} >= {"synthesize", "prune", "recover", "fidelity"}
+    json.dumps(rep, allow_nan=False)  # the report section must be strict JSON
+    json.dumps(result.fidelity, allow_nan=False)
+    state = result.module.state_dict()
+    assert set(state) == set(tiny_resnet().state_dict())
+
+
+def test_same_seed_same_result(tmp_path):
+    a, _ = _run(tmp_path / "a")
+    b, _ = _run(tmp_path / "b")
+    for (k, va), vb in zip(a.module.state_dict().items(), b.module.state_dict().values()):
+        assert torch.allclose(va, vb, atol=1e-6), k
+
+
+def test_target_compression_allocates_rates(tmp_path):
+    result, _ = _run(tmp_path, target_compression=3.5)
+    _check_structure(result)
+    assert result.report["compression_ratio"] == pytest.approx(3.5, rel=0.1)
+
+
+def test_first_conv_and_linear_options(tmp_path):
+    result, _ = _run(tmp_path, prune_first_conv=True, linear_sparsity="2:4")
+    layers = {l["name"]: l for l in result.report["layers"]}
+    assert layers["conv1"]["pruned"] and layers["conv1"]["kind"] == "first_conv"
+    w = result.module.linear.weight.detach().reshape(10, -1, 4)
+    assert ((w != 0).sum(-1) <= 2).all()
+    assert layers["layer2.shortcut.0"]["pruned"] and layers["layer2.shortcut.0"]["kind"] == "conv1x1"
+    result, _ = _run(tmp_path, linear_sparsity="unstructured", linear_rate=0.75)
+    w = result.module.linear.weight.detach()
+    assert int((w == 0).sum()) == round(0.75 * w.numel())
+
+
+def test_no_batchnorm_falls_back_to_gaussian(tmp_path):
+    result, progress = _run(tmp_path, model=seeded(NoBatchNorm))
+    assert result.report["synthetic"]["mode"] == "gaussian" and "fallback" in result.report["synthetic"]
+    assert any("gaussian" in e[4] for e in progress.events)
+    _check_structure(result)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"connectivity": 1.0}, "connectivity"), ({"connectivity": -0.2}, "connectivity"),
+    ({"connectivity": float("nan")}, "connectivity"), ({"entries": 0}, "entries"), ({"entries": 12}, "entries"),
+    ({"library_size": 0}, "library_size"), ({"linear_rate": 1.5}, "linear_rate"),
+    ({"target_compression": 0.5}, "target_compression"), ({"target_compression": float("inf")}, "target_compression"),
+    ({"target_compression": 500.0}, "out of reach"), ({"synthetic": "imagenet"}, "synthetic"),
+    ({"synthetic_samples": 0}, "synthetic_samples"), ({"synthetic_samples": 10**9}, "synthetic_samples"),
+    ({"linear_sparsity": "1:8"}, "linear_sparsity"), ({"device": "tpu"}, "device"),
+])
+def test_bad_options_are_named(tmp_path, overrides, match):
+    with pytest.raises(InvalidConfigError, match=match):
+        _run(tmp_path, **overrides)
+
+
+def test_cuda_without_a_device_is_a_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(InvalidConfigError, match="cuda"):
+        _run(tmp_path, device="cuda")
+
+
+def test_bad_models_and_shapes(tmp_path):
+    with pytest.raises(UnsupportedModelError, match="3x3"):
+        _run(tmp_path, model=seeded(NoConv3x3))
+    bad = tiny_resnet()
+    with torch.no_grad():
+        bad.layer1.conv2.weight[0, 0, 0, 0] = math.nan
+    with pytest.raises(UnsupportedModelError, match="layer1.conv2.weight"):
+        _run(tmp_path, model=bad)
+    cfg = CompressionConfig(**FAST)
+    for shape in [(1, 5, 16, 16), (1, 3), (1, -3, 16, 16), (1, 3, 100000, 100000)]:
+        with pytest.raises(InvalidConfigError):
+            compress_module(tiny_resnet(), shape, cfg, RecordingProgress(), cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("extra, match", [
+    ({"inversion": {"evil": 1}}, "unknown inversion setting"), ({"inversion": {"batch": 0}}, "batch"),
+    ({"inversion": {"batch": 2.5}}, "batch"), ({"inversion": {"lr": float("nan")}}, "lr"),
+    ({"inversion": {"lr": "1e-3"}}, "lr"), ({"inversion": ["batch"]}, "mapping"), ({"method": "rm -rf"}, "method"), ({"bn_correction": "yes"}, "bn_correction"),
+])
+def test_hostile_extra_settings_are_refused(tmp_path, extra, match):
+    with pytest.raises(InvalidConfigError, match=match):
+        _run(tmp_path, extra=extra)
+
+
+def test_depthwise_option(tmp_path):
+    dense, _ = _run(tmp_path, model=seeded(Depthwise))
+    layers = {l["name"]: l for l in dense.report["layers"]}
+    assert layers["dw"]["kind"] == "depthwise" and not layers["dw"]["pruned"] and layers["conv"]["pruned"]
+    result, _ = _run(tmp_path, model=seeded(Depthwise), prune_depthwise=True, connectivity=0.25)
+    layers = {l["name"]: l for l in result.report["layers"]}
+    assert layers["dw"]["pruned"] and layers["dw"]["connectivity"] == 0.25
+    w = result.module.dw.weight.detach().reshape(8, 9)
+    assert ((w != 0).sum(1) <= 4).all() and int(((w != 0).sum(1) == 0).sum()) == 2
+    json.dumps(result.report, allow_nan=False)
+
+
+class _CancelAfter(RecordingProgress):
+    def __init__(self, n):
+        super().__init__()
+        self.left = n
+
+    def check_cancelled(self):
+        self.left -= 1
+        if self.left < 0:
+            raise JobCancelled()
+
+
+def test_cancellation_stops_the_work(tmp_path):
+    cfg = CompressionConfig(**FAST)
+    with pytest.raises(JobCancelled):
+        compress_module(tiny_resnet(), INPUT_SHAPE, cfg, _CancelAfter(1), cache_dir=tmp_path)

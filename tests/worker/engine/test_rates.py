@@ -1,0 +1,46 @@
+import pytest
+import torch
+
+from tests.tiny_models import INPUT_SHAPE, tiny_resnet
+from worker.engine.errors import InvalidConfigError
+from worker.engine.layers import CONV3X3, execution_order
+from worker.engine.patterns import candidate_patterns, pattern_masks
+from worker.engine.rates import MAX_RATE, allocate_rates, channel_grams, kernel_costs
+
+
+def test_target_is_met_and_cheap_layers_give_up_more():
+    costs = {"robust": torch.full((8, 8), 0.001), "fragile": torch.full((8, 8), 0.1)}
+    rates = allocate_rates(costs, 4, 3.0)  # 2.25 from patterns alone, 3.0 needs 25% of kernels removed overall
+    total = 9 * 128
+    kept = sum(4 * 64 * (1 - r) for r in rates.values())
+    assert total / kept == pytest.approx(3.0, rel=0.02)
+    assert rates["robust"] > rates["fragile"]
+    assert all(0 <= r <= MAX_RATE for r in rates.values())
+
+
+def test_pattern_ratio_alone_needs_no_connectivity():
+    costs = {"a": torch.rand(4, 4)}
+    assert allocate_rates(costs, 4, 2.0) == {"a": 0.0}
+
+
+def test_unreachable_and_invalid_targets_are_rejected():
+    costs = {"a": torch.rand(4, 4)}
+    with pytest.raises(InvalidConfigError, match="out of reach"):
+        allocate_rates(costs, 4, 100.0)
+    for bad in (0, -1.0, None):
+        with pytest.raises(InvalidConfigError):
+            allocate_rates(costs, 4, bad)
+
+
+def test_kernel_costs_are_fractions_of_layer_energy():
+    model = tiny_resnet()
+    x = torch.randn(16, *INPUT_SHAPE[1:], generator=torch.Generator().manual_seed(0))
+    layers = [l for l in execution_order(model, x[:2]) if l.kind == CONV3X3]
+    grams = channel_grams(model, layers, x)
+    masks = pattern_masks(candidate_patterns(9))  # one full pattern: a kernel's cost is its own energy share
+    for layer in layers:
+        w = layer.module.weight.detach()
+        cost = kernel_costs(w, grams[layer.name], masks, torch.ones(w.shape[0]))
+        assert cost.shape == w.shape[:2]
+        assert (cost >= -1e-6).all()
+        assert float(cost.sum()) == pytest.approx(1.0, rel=1e-4)  # block-diagonal energy split over kernels

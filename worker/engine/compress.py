@@ -1,0 +1,188 @@
+"""One entry point: prune a module with pattern + connectivity sparsity using only synthetic inputs.
+
+synthesise -> pattern library -> per-layer rates -> layer-wise ADMM (sequential) -> recovery -> fidelity.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from worker.engine.config import CompressionConfig
+from worker.engine.connectivity import check_rate
+from worker.engine.errors import EngineError, InvalidConfigError, UnsupportedModelError
+from worker.engine.fidelity import measure_fidelity
+from worker.engine.layers import CONV3X3, DEPTHWISE, FIRST_CONV, check_weights_finite, execution_order
+from worker.engine.patterns import candidate_patterns, pattern_library, pattern_masks
+from worker.engine.rates import allocate_rates, channel_grams, kernel_costs
+from worker.engine.recovery import distill, recalibrate_batchnorm
+from worker.engine.layer_report import build_report
+from worker.engine.sequential import PrunePlan, bn_scale, prune_sequentially, prunes
+from worker.engine.synthetic import InversionSettings, synthesize_inputs
+from worker.progress import Progress
+
+HOLDOUT_SEED_OFFSET = 1_000_003  # fidelity inputs never overlap the inputs used for pruning
+
+
+@dataclass
+class CompressionResult:
+    module: nn.Module
+    masks: dict[str, torch.Tensor]
+    report: dict
+    fidelity: dict
+
+
+def validate_config(config: CompressionConfig, input_shape: tuple[int, ...]) -> None:
+    candidate_patterns(config.entries)
+    if not isinstance(config.library_size, int) or config.library_size < 1:
+        raise InvalidConfigError(f"library_size must be a positive integer, got {config.library_size!r}")
+    check_rate(config.connectivity, "connectivity")
+    check_rate(config.linear_rate, "linear_rate")
+    if config.target_compression is not None and not (isinstance(config.target_compression, (int, float))
+                                                      and math.isfinite(config.target_compression)
+                                                      and config.target_compression >= 1.0):
+        raise InvalidConfigError(f"target_compression must be a ratio >= 1, got {config.target_compression!r}")
+    for name in ("synthetic_samples", "fidelity_samples"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or not 1 <= value <= 100_000:
+            raise InvalidConfigError(f"{name} must be an integer in [1, 100000], got {value!r}")
+    for name in ("synthetic_steps", "recovery_steps", "admm_iterations"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or not 0 <= value <= 1_000_000:
+            raise InvalidConfigError(f"{name} must be an integer in [0, 1000000], got {value!r}")
+    if config.synthetic not in ("bn-inversion", "gaussian"):
+        raise InvalidConfigError(f"synthetic must be bn-inversion or gaussian, got {config.synthetic!r}")
+    if config.linear_sparsity not in ("dense", "unstructured", "2:4"):
+        raise InvalidConfigError(f"linear_sparsity must be dense, unstructured or 2:4, got {config.linear_sparsity!r}")
+    if len(input_shape) < 2 or any((not isinstance(d, int)) or d < 1 or d > 65536 for d in input_shape):
+        raise InvalidConfigError(f"input shape must be positive integers (N, C, ...), got {tuple(input_shape)!r}")
+    if math.prod(input_shape[1:]) > 64 * 1024 * 1024:
+        raise InvalidConfigError(f"input shape {tuple(input_shape)} is too large")
+    inversion_settings(config)
+    if not isinstance(config.extra.get("bn_correction", False), bool):
+        raise InvalidConfigError("extra.bn_correction must be true or false")
+    if config.extra.get("method", "admm") not in METHODS:
+        raise InvalidConfigError(f"extra.method must be one of {', '.join(METHODS)}, got {config.extra.get('method')!r}")
+
+
+METHODS = ("admm", "magnitude", "magnitude-only")
+_INVERSION_LIMITS = {"batch": (1, 4096), "lr": (1e-6, 10.0), "first_bn_weight": (0.0, 1e4), "tv_weight": (0.0, 1e3),
+                     "l2_weight": (0.0, 1e3), "class_weight": (0.0, 1e4), "jitter": (0, 64), "low_res_fraction": (0.0, 0.95)}
+
+
+def inversion_settings(config: CompressionConfig) -> InversionSettings:
+    """BN-inversion knobs from config.extra["inversion"], each checked: unknown keys and odd values are refused."""
+    given = config.extra.get("inversion", {}) if isinstance(config.extra, dict) else None
+    if not isinstance(given, dict):
+        raise InvalidConfigError("extra must be a mapping and extra.inversion a mapping of inversion settings")
+    defaults = InversionSettings()
+    for key, value in given.items():
+        if key not in _INVERSION_LIMITS:
+            raise InvalidConfigError(f"unknown inversion setting {key!r}; known: {', '.join(_INVERSION_LIMITS)}")
+        lo, hi = _INVERSION_LIMITS[key]
+        want = type(getattr(defaults, key))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (want is int and not isinstance(value, int)) \
+                or not math.isfinite(value) or not lo <= value <= hi:
+            raise InvalidConfigError(f"inversion setting {key} must be a {want.__name__} in [{lo}, {hi}], got {value!r}")
+    return InversionSettings(**given)
+
+
+def select_device(name: str) -> torch.device:
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidConfigError("device 'cuda' was requested but no CUDA device is available on this worker")
+        return torch.device("cuda")
+    if name != "cpu":
+        raise InvalidConfigError(f"device must be cpu or cuda, got {name!r}")
+    return torch.device("cpu")
+
+
+def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: CompressionConfig,
+                    progress: Progress, *, cache_dir: Path | None = None) -> CompressionResult:
+    input_shape = tuple(input_shape)
+    validate_config(config, input_shape)
+    device = select_device(config.device)
+    check_weights_finite(module)
+    seconds: dict[str, float] = {}
+    started = time.monotonic()
+    teacher = copy.deepcopy(module).to(device).eval()
+    student = copy.deepcopy(module).to(device).eval()
+    for p in list(teacher.parameters()) + list(student.parameters()):
+        p.requires_grad_(False)
+    layers = execution_order(student, torch.zeros(2, *input_shape[1:], device=device))
+    plan = PrunePlan(torch.zeros(0, 9), {}, admm_iterations=config.admm_iterations,
+                     linear_sparsity=config.linear_sparsity, linear_rate=config.linear_rate,
+                     method=config.extra.get("method", "admm"), bn_correction=config.extra.get("bn_correction", True))
+    pruned = [l for l in layers if prunes(l, plan, config)]
+    three = [l for l in pruned if l.kind in (CONV3X3, FIRST_CONV)]
+    depthwise = [l for l in pruned if l.kind == DEPTHWISE]
+    if not three and not pruned:
+        raise UnsupportedModelError("the model has no 3x3 convolutions (groups=1) to pattern-prune"
+                                    + ("" if layers else " and no Conv2d/Linear layers at all"))
+
+    t = time.monotonic()
+    inversion = inversion_settings(config)
+    train = synthesize_inputs(teacher, input_shape, config.synthetic, config.synthetic_samples, config.synthetic_steps,
+                              config.seed, progress, cache_dir=cache_dir, settings=inversion)
+    holdout = synthesize_inputs(teacher, input_shape, config.synthetic, config.fidelity_samples,
+                                config.synthetic_steps, config.seed + HOLDOUT_SEED_OFFSET, progress,
+                                cache_dir=cache_dir, settings=inversion, stage="synthesize")
+    images, held = train.images.to(device), holdout.images.to(device)
+    seconds["synthesize"] = time.monotonic() - t
+
+    t = time.monotonic()
+    library = pattern_library([l.module.weight for l in three + depthwise], config.entries,
+                              config.library_size) if three or depthwise else []
+    plan.library_masks = pattern_masks(library, device=device) if library else torch.zeros(0, 9)
+    plan.rates = _connectivity_rates(teacher, three, layers, images, plan.library_masks, config)
+    plan.rates.update({l.name: float(config.connectivity) for l in depthwise})
+    results = prune_sequentially(student, teacher, layers, images, plan, config, progress)
+    seconds["prune"] = time.monotonic() - t
+
+    t = time.monotonic()
+    recovery: dict = {}
+    masks = {f"{name}.weight": r["result"].mask.to(torch.bool).cpu() for name, r in results.items()}
+    if config.bn_recalibration and any(isinstance(m, nn.BatchNorm2d) for m in student.modules()):
+        recovery["bn_recalibrated"] = recalibrate_batchnorm(student, teacher, images)
+    if config.recovery_steps > 0:
+        budget = None
+        if config.time_budget_s is not None:
+            budget = max(0.0, config.time_budget_s - (time.monotonic() - started)) * 0.8
+        feature_layers = [l.bn_name or l.name for l in three]
+        recovery["distillation"] = distill(student, teacher, images, {k: v.to(device) for k, v in masks.items()},
+                                           config.recovery_steps, progress, lr=config.distill_lr,
+                                           feature_layers=feature_layers, feature_weight=config.extra.get("feature_weight", 1.0),
+                                           time_budget_s=budget, seed=config.seed)
+    seconds["recover"] = time.monotonic() - t
+
+    t = time.monotonic()
+    progress.update("fidelity", 0, 1, f"{len(held)} held-out synthetic inputs")
+    fidelity = measure_fidelity(teacher, student, held, [l.name for l in pruned])
+    seconds["fidelity"] = time.monotonic() - t
+    progress.update("fidelity", 1, 1, "done")
+
+    try:
+        report = build_report(student, layers, pruned, results, library, plan.rates, config, train.info, seconds)
+    except ValueError as exc:  # the structure check failed: an engine bug, never ship such a model
+        raise EngineError(f"internal error: pruned weights break the pattern structure ({exc})") from exc
+    report["recovery"] = recovery
+    student = student.cpu().eval()
+    return CompressionResult(student, masks, report, fidelity)
+
+
+def _connectivity_rates(teacher, three, layers, images, masks, config) -> dict[str, float]:
+    if config.target_compression is None:
+        return {l.name: float(config.connectivity) for l in three}
+    grams = channel_grams(teacher, three, images[:64])
+    mods = dict(teacher.named_modules())
+    costs = {l.name: kernel_costs(l.module.weight.detach(), grams[l.name], masks,
+                                  bn_scale(mods.get(l.bn_name) if l.bn_name else None, l.module.weight.shape[0]))
+             for l in three}
+    names = {l.name for l in three}
+    fixed = sum(l.module.weight.numel() for l in layers if l.kind in (CONV3X3, FIRST_CONV) and l.name not in names)
+    return allocate_rates(costs, config.entries, float(config.target_compression), fixed_weights=fixed)

@@ -1,0 +1,53 @@
+"""Compression options: one dataclass, shared by the CLI, the worker and the API schema.
+
+Add fields with defaults freely; never rename one (the API and stored jobs use these names).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+SyntheticMode = Literal["bn-inversion", "gaussian"]
+LinearSparsity = Literal["dense", "unstructured", "2:4"]
+Device = Literal["cpu", "cuda"]
+
+
+@dataclass
+class CompressionConfig:
+    # Pattern pruning of 3x3 convs: each kernel keeps `entries` weights (centre included)
+    # in one of `library_size` patterns chosen from the model's own weights.
+    entries: int = 4
+    library_size: int = 8
+    # Connectivity pruning: fraction of whole 3x3 kernels removed per layer, in [0, 1).
+    connectivity: float = 0.0
+    # Alternative to a uniform rate: overall 3x3-conv compression ratio (e.g. 4.5); per-layer
+    # connectivity rates are then allocated by measured sensitivity. None = use `connectivity`.
+    target_compression: float | None = None
+    prune_first_conv: bool = False  # the 3-input-channel stem is tiny and sensitive
+    prune_depthwise: bool = False
+    linear_sparsity: LinearSparsity = "dense"  # 1x1 convs and Linear layers
+    linear_rate: float = 0.5  # for "unstructured"
+    # Synthetic data (never real data).
+    synthetic: SyntheticMode = "bn-inversion"
+    synthetic_samples: int = 128
+    synthetic_steps: int = 100
+    # Data-free recovery after pruning.
+    # Masked distillation steps after pruning (0 = off: on the CIFAR ResNets 60-150 steps on the synthetic
+    # inputs measured no gain over BatchNorm re-calibration alone; see docs/benchmarks/engine.md).
+    recovery_steps: int = 0
+    distill_lr: float = 1e-3
+    bn_recalibration: bool = True  # re-estimate BatchNorm statistics of the pruned model on synthetic inputs
+    # Layer-wise ADMM iterations per layer (0 = projection + masked least squares only).
+    admm_iterations: int = 30
+    # Held-out synthetic inputs (a different seed) for the fidelity report.
+    fidelity_samples: int = 64
+    # Overall wall-clock budget for the compression stage, seconds (None = no limit).
+    time_budget_s: float | None = None
+    # N x C x H x W for models that do not declare their input shape (batch dim ignored).
+    input_shape: tuple[int, ...] | None = None
+    device: Device = "cpu"
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

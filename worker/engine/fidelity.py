@@ -1,0 +1,47 @@
+"""Fidelity without labels: how closely the pruned model follows the original on held-out synthetic inputs."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@torch.no_grad()
+def measure_fidelity(teacher: nn.Module, student: nn.Module, images: torch.Tensor, layer_names: list[str],
+                     batch: int = 128) -> dict:
+    """Top-1 agreement, mean KL(teacher || student), mean output cosine, and per-layer relative error
+    ||y_s - y_t||^2 / ||y_t||^2 of the named layers' outputs."""
+    s_mods, t_mods = dict(student.named_modules()), dict(teacher.named_modules())
+    err = {n: [0.0, 0.0] for n in layer_names}
+    cur: dict[str, torch.Tensor] = {}
+    handles = []
+    for n in layer_names:
+        handles.append(t_mods[n].register_forward_hook(lambda m, i, o, n=n: cur.__setitem__(n, o)))
+
+        def s_hook(m, i, o, n=n):
+            t = cur.pop(n)
+            err[n][0] += float((o - t).double().pow(2).sum())
+            err[n][1] += float(t.double().pow(2).sum())
+        handles.append(s_mods[n].register_forward_hook(s_hook))
+    agree = kl = cos = 0.0
+    count = 0
+    try:
+        for i in range(0, len(images), batch):
+            xb = images[i:i + batch]
+            t_out = teacher(xb)
+            s_out = student(xb)  # runs second so each student hook finds the teacher's output of that layer
+            t_flat, s_flat = t_out.reshape(len(xb), -1), s_out.reshape(len(xb), -1)
+            cos += float(F.cosine_similarity(s_flat, t_flat, dim=1).sum())
+            if t_out.dim() == 2 and t_out.shape[1] > 1:
+                agree += float((t_out.argmax(1) == s_out.argmax(1)).sum())
+                kl += float(F.kl_div(F.log_softmax(s_out, 1), F.log_softmax(t_out, 1), reduction="sum", log_target=True))
+            count += len(xb)
+    finally:
+        for h in handles:
+            h.remove()
+    out = {"samples": count, "output_cosine": cos / max(count, 1),
+           "layers": [{"name": n, "relative_error": (e / d if d > 0 else 0.0)} for n, (e, d) in err.items()]}
+    if t_out.dim() == 2 and t_out.shape[1] > 1:
+        out["top1_agreement"] = agree / max(count, 1)
+        out["mean_kl"] = kl / max(count, 1)
+    return out

@@ -1,0 +1,70 @@
+"""Small helpers of the ONNX converter: attribute decoding, per-op attribute checks, and names
+(torch.onnx scope names -> module paths, ONNX value names -> Python identifiers)."""
+from __future__ import annotations
+
+import keyword
+import re
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from worker.engine.errors import UnsupportedModelError
+
+
+def normalise_attrs(op_type: str, attrs: dict, where: str, opset: int) -> dict:
+    if op_type in ("AveragePool", "MaxPool"):
+        if attrs.pop("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+            raise UnsupportedModelError(f"{op_type} {where}: auto_pad SAME_* is not supported")
+        attrs.pop("storage_order", None)
+        kernel = attrs.get("kernel_shape", [])
+        if len(kernel) != 2:
+            raise UnsupportedModelError(f"{op_type} {where} is {len(kernel)}-D; zerodata handles 2-D pooling")
+        pads = attrs.get("pads", [0, 0, 0, 0])
+        if op_type == "AveragePool":
+            if pads[0] != pads[2] or pads[1] != pads[3]:
+                raise UnsupportedModelError(f"AveragePool {where} has asymmetric padding, which is not supported")
+            if any(d != 1 for d in attrs.pop("dilations", [1, 1])):
+                raise UnsupportedModelError(f"AveragePool {where} is dilated, which is not supported")
+    if op_type == "Softmax":
+        attrs.setdefault("axis", -1 if opset >= 13 else 1)
+        attrs["_opset"] = opset
+    if op_type == "Dropout":
+        attrs = {}
+    return attrs
+
+
+def scope_path(node_name: str) -> str | None:
+    """'/layer1/layer1.0/conv1/Conv' (torch.onnx scope names) -> 'layer1.0.conv1'."""
+    if not node_name.startswith("/"):
+        return None
+    segments = [s for s in node_name.strip("/").split("/")[:-1] if s]
+    path = ""
+    for seg in segments:
+        path = seg if (not path or seg.startswith(path + ".")) else f"{path}.{seg}"
+    return path or None
+
+
+def attribute_value(attr: onnx.AttributeProto):
+    value = onnx.helper.get_attribute_value(attr)
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, onnx.TensorProto):
+        return to_torch(numpy_helper.to_array(value))
+    if isinstance(value, list):
+        return [v.decode("utf-8") if isinstance(v, bytes) else v for v in value]
+    return value
+
+
+def to_torch(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(array, copy=True))
+
+
+def numpy_dtype(tensor: torch.Tensor):
+    return torch.empty(0, dtype=tensor.dtype).numpy().dtype
+
+
+def identifier(name: str, fallback: str) -> str:
+    cleaned = re.sub(r"\W", "_", name).strip("_") or fallback
+    return f"{fallback}_{cleaned}" if cleaned[0].isdigit() or keyword.iskeyword(cleaned) else cleaned

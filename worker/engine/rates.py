@@ -1,0 +1,89 @@
+"""Per-layer connectivity rates for a global 3x3-conv compression target, allocated by measured sensitivity.
+
+One pass of the dense model over a few synthetic inputs gives each layer's per-input-channel 3x3 Gram blocks.
+Removing a (pattern-projected) kernel z of output channel o, input channel c costs about s_o^2 z^T H_c z of
+that layer's post-BatchNorm output energy. Kernels are ranked globally by cost as a fraction of their layer's
+output energy and the cheapest are removed until the target is met, so robust layers give up more kernels.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from worker.engine.errors import InvalidConfigError
+from worker.engine.layers import PrunableLayer
+from worker.engine.patterns import best_patterns
+
+MAX_RATE = 0.9
+
+
+@torch.no_grad()
+def channel_grams(model: nn.Module, layers: list[PrunableLayer], images: torch.Tensor, batch: int = 64) -> dict[str, torch.Tensor]:
+    """Cin x 9 x 9 Gram blocks of each layer's im2col input, from the dense model."""
+    grams: dict[str, torch.Tensor] = {}
+    handles = []
+    modules = dict(model.named_modules())
+    for layer in layers:
+        mod = modules[layer.name]
+
+        def hook(m, inputs, output, name=layer.name):
+            cols = F.unfold(inputs[0], m.kernel_size, m.dilation, m.padding, m.stride)  # N x Cin*9 x L
+            cols = cols.reshape(cols.shape[0], m.in_channels, 9, -1).double()
+            g = torch.einsum("ncil,ncjl->cij", cols, cols)
+            grams[name] = grams[name] + g if name in grams else g
+        handles.append(mod.register_forward_hook(hook))
+    try:
+        for i in range(0, len(images), batch):
+            model(images[i:i + batch])
+    finally:
+        for h in handles:
+            h.remove()
+    return grams
+
+
+def kernel_costs(weight: torch.Tensor, gram: torch.Tensor, masks: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Fraction of the layer's output energy lost by removing each pattern-projected kernel (Cout x Cin)."""
+    idx, _ = best_patterns(weight, masks)
+    w = weight.reshape(weight.shape[0], weight.shape[1], 9).double()
+    z = w * masks.double()[idx]
+    s2 = scale.double().pow(2)[:, None]
+    cost = torch.einsum("oci,cij,ocj->oc", z, gram, z) * s2
+    total = (torch.einsum("oci,cij,ocj->oc", w, gram, w) * s2).sum().clamp_min(1e-30)
+    return (cost / total).float()
+
+
+def allocate_rates(costs: dict[str, torch.Tensor], entries: int, target_compression: float,
+                   fixed_weights: int = 0, total_weights: int | None = None) -> dict[str, float]:
+    """Connectivity per layer so that (all 3x3 weights) / (kept 3x3 weights) reaches `target_compression`.
+    `fixed_weights`: 3x3 weights in layers left dense (they count as kept)."""
+    n_kernels = {n: c.numel() for n, c in costs.items()}
+    total = total_weights if total_weights is not None else 9 * sum(n_kernels.values()) + fixed_weights
+    if not target_compression or target_compression <= 0:
+        raise InvalidConfigError(f"target_compression must be a positive ratio, got {target_compression!r}")
+    budget = total / target_compression - fixed_weights  # weights the pruned layers may keep
+    keep_kernels = budget / entries
+    all_kernels = sum(n_kernels.values())
+    n_drop = int(round(all_kernels - keep_kernels))
+    if n_drop <= 0:
+        return {n: 0.0 for n in costs}
+    max_drop = sum(int(MAX_RATE * k) for k in n_kernels.values())
+    if n_drop > max_drop:
+        best = total / (fixed_weights + entries * (all_kernels - max_drop))
+        raise InvalidConfigError(f"target_compression {target_compression} is out of reach with {entries} entries per "
+                                 f"kernel and at most {MAX_RATE:.0%} of each layer's kernels removed (best {best:.2f})")
+    names = list(costs)
+    flat = torch.cat([costs[n].flatten() for n in names])
+    owner = torch.cat([torch.full((costs[n].numel(),), i) for i, n in enumerate(names)])
+    order = torch.argsort(flat, stable=True)
+    dropped = torch.zeros(len(names), dtype=torch.long)
+    caps = torch.tensor([int(MAX_RATE * n_kernels[n]) for n in names])
+    remaining = n_drop
+    for k in order.tolist():
+        i = int(owner[k])
+        if dropped[i] < caps[i]:
+            dropped[i] += 1
+            remaining -= 1
+            if remaining == 0:
+                break
+    return {n: float(dropped[i]) / n_kernels[n] for i, n in enumerate(names)}

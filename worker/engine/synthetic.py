@@ -1,0 +1,193 @@
+"""Synthetic inputs, never real data: Gaussian noise (the paper's) or images inverted from the model's own
+BatchNorm statistics (DeepInversion-style), deterministic from the seed and cached per model."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from worker.progress import Progress
+
+ALGORITHM_VERSION = 3  # bump when the synthesis changes so old cache entries are not reused
+
+
+@dataclass
+class InversionSettings:
+    batch: int = 64
+    lr: float = 0.2
+    first_bn_weight: float = 10.0  # the stem's statistics pin down colour and contrast
+    tv_weight: float = 3e-4        # smoothness prior (squared total variation, per pixel)
+    l2_weight: float = 1e-5
+    class_weight: float = 0.05     # class-conditional cross-entropy on the model's own logits
+    jitter: int = 2                # random shift in pixels, plus random horizontal flip
+    low_res_fraction: float = 0.0  # first part of the steps at half resolution (cheaper), then upsampled
+
+
+@dataclass
+class SyntheticSet:
+    images: torch.Tensor
+    info: dict = field(default_factory=dict)  # the report's "synthetic" section
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def _cache_path(cache_dir: Path, model: nn.Module, key: dict) -> Path:
+    blob = json.dumps({**key, "model": model_fingerprint(model), "v": ALGORITHM_VERSION}, sort_keys=True)
+    return cache_dir / "synthetic" / f"{hashlib.sha256(blob.encode()).hexdigest()[:32]}.pt"
+
+
+def synthesize_inputs(model: nn.Module, input_shape: tuple[int, ...], mode: str, samples: int, steps: int,
+                      seed: int, progress: Progress, *, cache_dir: Path | None = None,
+                      settings: InversionSettings | None = None, stage: str = "synthesize") -> SyntheticSet:
+    """`samples` inputs of shape input_shape[1:]. bn-inversion without BatchNorm falls back to gaussian (said in info)."""
+    settings = settings or InversionSettings()
+    info: dict = {"mode": mode, "samples": samples, "steps": steps if mode == "bn-inversion" else 0,
+                  "seed": seed, "cached": False}
+    if mode == "bn-inversion" and not has_batchnorm(model):
+        info.update(mode="gaussian", steps=0, fallback="the model has no BatchNorm layers, so bn-inversion is "
+                    "impossible; fell back to gaussian inputs")
+        progress.update(stage, 0, 1, "no BatchNorm in the model: falling back to gaussian synthetic inputs")
+        mode = "gaussian"
+    if mode == "gaussian":
+        g = torch.Generator().manual_seed(seed)
+        images = torch.randn(samples, *input_shape[1:], generator=g)
+        progress.update(stage, 1, 1, f"{samples} gaussian inputs")
+        return SyntheticSet(images, info)
+    if mode != "bn-inversion":
+        raise ValueError(f"unknown synthetic mode {mode!r}")
+    cache_dir = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "zerodata"
+    key = {"mode": mode, "samples": samples, "steps": steps, "seed": seed, "shape": list(input_shape[1:]),
+           "settings": asdict(settings)}
+    path = _cache_path(cache_dir, model, key)
+    if path.exists():
+        try:
+            images = torch.load(path, weights_only=True)["images"]
+            if tuple(images.shape) == (samples, *input_shape[1:]):
+                info["cached"] = True
+                progress.update(stage, 1, 1, f"{samples} inverted inputs from cache")
+                return SyntheticSet(images, info)
+        except Exception:
+            pass  # a damaged cache entry is simply rebuilt
+    images = invert_batchnorm(model, input_shape, samples, steps, seed, progress, settings, stage)
+    _atomic_save({"images": images}, path)
+    return SyntheticSet(images, info)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # caching is an optimisation; an unwritable cache dir must not fail the job
+
+
+class _BNStatLoss:
+    """Forward hooks that compare each BatchNorm's batch statistics with its running statistics."""
+
+    def __init__(self, model: nn.Module, first_weight: float):
+        self.terms: list[torch.Tensor] = []
+        self.handles = []
+        bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        for i, bn in enumerate(bns):
+            self.handles.append(bn.register_forward_hook(self._hook(first_weight if i == 0 else 1.0)))
+
+    def _hook(self, weight: float):
+        def hook(mod, inputs, output):
+            x = inputs[0]
+            mean = x.mean((0, 2, 3))
+            var = x.var((0, 2, 3), unbiased=False)
+            self.terms.append(weight * (torch.norm(mean - mod.running_mean, 2) + torch.norm(var - mod.running_var, 2)))
+        return hook
+
+    def pop(self) -> torch.Tensor:
+        total = torch.stack(self.terms).sum()
+        self.terms = []
+        return total
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+
+
+def _tv(x: torch.Tensor) -> torch.Tensor:
+    return (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean() + (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean()
+
+
+def invert_batchnorm(model: nn.Module, input_shape: tuple[int, ...], samples: int, steps: int, seed: int,
+                     progress: Progress, settings: InversionSettings, stage: str = "synthesize") -> torch.Tensor:
+    net = copy.deepcopy(model).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)  # only input gradients are needed: skips the weight-gradient half of backward
+    device = next(iter(net.parameters())).device
+    g = torch.Generator().manual_seed(seed)
+    stats = _BNStatLoss(net, settings.first_bn_weight)
+    out: list[torch.Tensor] = []
+    n_batches = math.ceil(samples / settings.batch)
+    try:
+        for b in range(n_batches):
+            n = min(settings.batch, samples - b * settings.batch)
+            out.append(_invert_batch(net, stats, input_shape, n, steps, g, settings, device, progress,
+                                     stage, b, n_batches))
+    finally:
+        stats.close()
+    return torch.cat(out).cpu()
+
+
+def _invert_batch(net, stats, input_shape, n, steps, g, settings, device, progress, stage, b, n_batches):
+    c, h, w = input_shape[1:]
+    low = int(steps * settings.low_res_fraction) if h >= 16 and w >= 16 else 0
+    x = torch.randn(n, c, (h // 2 if low else h), (w // 2 if low else w), generator=g).to(device)
+    x.requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=settings.lr, betas=(0.5, 0.9))
+    labels = None
+    for step in range(steps):
+        if step == low and low:
+            x = F.interpolate(x.detach(), size=(h, w), mode="bilinear", align_corners=False).requires_grad_(True)
+            opt = torch.optim.Adam([x], lr=settings.lr, betas=(0.5, 0.9))
+        lr = settings.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        dx, dy = (int(v) for v in torch.randint(-settings.jitter, settings.jitter + 1, (2,), generator=g))
+        flip = bool(torch.rand(1, generator=g) < 0.5)
+        xin = torch.roll(x, shifts=(dx, dy), dims=(2, 3))
+        if flip:
+            xin = torch.flip(xin, dims=(3,))
+        if xin.shape[-2:] != (h, w):
+            xin = F.interpolate(xin, size=(h, w), mode="bilinear", align_corners=False)
+        logits = net(xin)
+        loss = stats.pop() + settings.tv_weight * _tv(x) * x.shape[-1] * x.shape[-2] + settings.l2_weight * x.pow(2).mean()
+        if settings.class_weight > 0 and logits.dim() == 2 and logits.shape[1] > 1:
+            if labels is None:
+                labels = (torch.arange(n) + b * n) % logits.shape[1]
+                labels = labels[torch.randperm(n, generator=g)].to(device)
+            loss = loss + settings.class_weight * F.cross_entropy(logits, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 10 == 0:
+            progress.check_cancelled()
+            progress.update(stage, b * steps + step, n_batches * steps, f"batch {b + 1}/{n_batches} step {step}")
+    return x.detach()
