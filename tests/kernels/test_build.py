@@ -18,11 +18,9 @@ def test_builds_loads_and_hits_cache(tmp_path):
     assert ctypes.CDLL(str(first)).zd_answer() == 42
     stamp = first.stat().st_mtime_ns
     time.sleep(0.05)
-    started = time.perf_counter()
     second = build_library(SOURCE, isa=isa, cache_dir=tmp_path)
     assert second == first
     assert second.stat().st_mtime_ns == stamp          # not rebuilt
-    assert time.perf_counter() - started < 0.5           # no compiler run (a compile takes seconds)
     assert [p.name for p in tmp_path.iterdir()] == [first.name]   # no temp files left behind
 
 
