@@ -38,12 +38,12 @@ def _fmt(value, digits=2) -> str:
 
 
 def summary_table(results: list[dict]) -> str:
-    lines = ["| model | density | batch | torch eager ms | ORT ms | sparse ms | vs torch | vs ORT | sparse layers |",
+    lines = ["| model | density | batch | torch eager ms | ORT ms | sparse ms | vs torch | vs ORT | sparse layers run |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         layers = r["speed"]["layers"]
-        sparse = sum(layer["kernel"] == "sparse" for layer in layers)
         for batch, row in r["speed"]["batches"].items():
+            sparse = row.get("sparse_layers_run", sum(layer["kernel"] == "sparse" for layer in layers))
             ort = row.get("onnxruntime_dense_ms")
             lines.append(f"| {r['model']} | {r['density']} | {batch} | {_fmt(row['torch_dense_ms'])} | {_fmt(ort)} | "
                          f"{_fmt(row['sparse_ms'])} | {row['torch_dense_ms'] / row['sparse_ms']:.2f}x | "
@@ -72,6 +72,11 @@ def layer_table(result: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for layer in result["speed"]["layers"]:
         note = (layer.get("reason") or "")[:60]
+        checks = ", ".join(f"b{c['batch']}: {c['sparse_ms']:.2f} vs dense {c['dense_ms']:.2f} ms"
+                           for c in layer.get("batch_checks", []))
+        if checks:
+            note = (note + "; " if note else "") + checks + (
+                f" -> dense from batch {layer['dense_from_batch']}" if layer.get("dense_from_batch") else "")
         lines.append(f"| {layer['name']} | {layer['kernel']} | {_fmt(layer['dense_ms'], 3)} | "
                      f"{_fmt(layer['sparse_ms'], 3)} | {_fmt(layer.get('speedup'))} | "
                      f"{_fmt(layer['flop_ratio_limit'])} | {_fmt(layer.get('fraction_of_limit'))} | "

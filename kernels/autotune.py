@@ -76,6 +76,8 @@ class LayerChoice:
     tile: object | None = None  # TileConfig of the best candidate
     candidates: list[dict] = field(default_factory=list)  # [{"tile": label, "ms": float}]
     max_rel_error: float | None = None
+    batch_checks: list[dict] = field(default_factory=list)  # the winner vs dense at larger batches
+    dense_from_batch: int | None = None  # run dense from this batch on (dense won there)
 
 
 def choose(dense_fn: Callable, variants: dict[str, Callable], tiles: dict[str, object],
@@ -103,3 +105,22 @@ def choose(dense_fn: Callable, variants: dict[str, Callable], tiles: dict[str, o
         choice.kernel = "dense"
         choice.reason = f"dense is faster ({dense_ms:.3f} ms vs best sparse {times[best]:.3f} ms)"
     return choice
+
+
+def batch_checks(dense_fn: Callable, sparse_fn: Callable, x: torch.Tensor, residual: torch.Tensor | None,
+                 batches, budget_s: float = 0.3) -> tuple[list[dict], int | None]:
+    """Time the chosen sparse kernel against dense at larger batch sizes (inputs repeated: speed does not
+    depend on values). Returns the per-batch rows and the smallest batch from which dense wins (None: never)."""
+    rows, dense_from = [], None
+    for batch in sorted(b for b in batches if b > x.shape[0]):
+        reps = -(-batch // x.shape[0])
+        xb = x.repeat(reps, 1, 1, 1)[:batch].contiguous()
+        rb = None if residual is None else residual.repeat(reps, 1, 1, 1)[:batch].contiguous()
+        times = time_interleaved({"dense": lambda: dense_fn(xb, rb), "sparse": lambda: sparse_fn(xb, rb)},
+                                 budget_s=budget_s, statistic="min")
+        sparse_wins = times["sparse"] <= SPARSE_MARGIN * times["dense"]
+        rows.append({"batch": batch, "dense_ms": round(times["dense"], 4), "sparse_ms": round(times["sparse"], 4),
+                     "kernel": "sparse" if sparse_wins else "dense"})
+        if not sparse_wins and dense_from is None:
+            dense_from = batch
+    return rows, dense_from

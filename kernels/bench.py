@@ -67,12 +67,19 @@ def _layer_rows(manifest: dict) -> list[dict]:
     for layer in manifest["layers"]:
         row = {"name": layer["name"], "kernel": layer["kernel"], "reason": layer.get("reason", ""),
                "dense_ms": layer.get("dense_ms"), "sparse_ms": layer.get("sparse_ms"),
-               "effective_gflops": layer.get("effective_gflops"), "flop_ratio_limit": layer.get("flop_ratio_limit")}
+               "effective_gflops": layer.get("effective_gflops"), "flop_ratio_limit": layer.get("flop_ratio_limit"),
+               "dense_from_batch": layer.get("dense_from_batch"), "batch_checks": layer.get("batch_checks", [])}
         if row["dense_ms"] and row["sparse_ms"] and row["flop_ratio_limit"]:
             row["speedup"] = round(row["dense_ms"] / row["sparse_ms"], 3)
             row["fraction_of_limit"] = round(row["speedup"] / row["flop_ratio_limit"], 3)
         rows.append(row)
     return rows
+
+
+def sparse_layers_at(manifest: dict, batch: int) -> int:
+    """How many layers run the generated kernel at this batch (the others run dense torch)."""
+    return sum(1 for layer in manifest["layers"] if layer["kernel"] == "sparse"
+               and not (layer.get("dense_from_batch") and batch >= layer["dense_from_batch"]))
 
 
 def _bytes(manifest: dict, package_dir: Path) -> dict:
@@ -124,6 +131,7 @@ def benchmark(model: torch.nn.Module, package_dir: Path, example_input: torch.Te
             row = {key: round(statistics.median(samples[key]), 4) for key in contenders}
             row["best"] = {key: round(min(samples[key]), 4) for key in contenders}  # fastest run of each
             row["max_rel_error"] = error
+            row["sparse_layers_run"] = sparse_layers_at(manifest, batch)
             speed["batches"][str(batch)] = row
     first = next(iter(speed["batches"].values()), None)
     if first:

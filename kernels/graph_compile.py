@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from kernels import package as pkg
-from kernels.autotune import LayerChoice, choose, dense_reference, relative_error, time_interleaved
+from kernels.autotune import LayerChoice, batch_checks, choose, dense_reference, relative_error, time_interleaved
 from kernels.errors import KernelError, NotPatternSparse, UnsupportedConv
 from kernels.fold import safe_name
 from kernels.graph import ConvSite, capture_inputs, eval_module, export_rewritten, find_conv_sites, prepare_graph, \
@@ -70,6 +70,9 @@ def _apply_choice(entry: dict, choice: LayerChoice, spec: ConvSpec, compact) -> 
     entry.update({"kernel": choice.kernel, "reason": choice.reason, "dense_ms": choice.dense_ms,
                   "sparse_ms": choice.sparse_ms, "candidates": choice.candidates,
                   "max_rel_error": choice.max_rel_error})
+    if choice.batch_checks:
+        entry["batch_checks"] = choice.batch_checks
+        entry["dense_from_batch"] = choice.dense_from_batch
     if choice.sparse_ms:
         entry["effective_gflops"] = round(entry["sparse_flops"] / choice.sparse_ms / 1e6, 2)
     if choice.kernel != "sparse":
@@ -111,14 +114,19 @@ class _Compiler:
                                  "kernels": compact.n_kernels, "nnz": compact.nnz}})
         return entry, (spec, compact)
 
-    def tune(self, site: ConvSite, spec: ConvSpec, compact, x, residual) -> LayerChoice:
-        """Build every candidate tile of one layer into one library, time them against dense."""
+    def tune(self, site: ConvSite, spec: ConvSpec, compact, x, residual, check_batches=()) -> LayerChoice:
+        """Build every candidate tile of one layer into one library, time them against dense; then time the
+        winner at each larger batch of `check_batches` too (`choice.batch_checks`, `choice.dense_from_batch`)."""
         variants = [(dataclasses.replace(spec, name=f"{spec.name}_{t.label}"), t)
                     for t in self.candidate_tiles(spec, self.isa)]
         library = self.build([(s, compact, t) for s, t in variants])
         fns = {t.label: self.CompiledConv(library, s) for s, t in variants}
         dense_fn = dense_reference(site.weight, site.bias, site.stride, site.padding, site.relu)
-        return choose(dense_fn, fns, {t.label: t for _, t in variants}, x, residual)
+        choice = choose(dense_fn, fns, {t.label: t for _, t in variants}, x, residual)
+        if choice.kernel == "sparse" and check_batches:
+            choice.batch_checks, choice.dense_from_batch = batch_checks(
+                dense_fn, fns[choice.tile.label], x, residual, check_batches)
+        return choice
 
     def untuned(self, prepared: list[tuple], inputs) -> list[LayerChoice]:
         """tune=False: each layer's first tile, all in one library (the final one), checked not timed."""
@@ -150,7 +158,7 @@ def _reference_output(model, example: torch.Tensor) -> torch.Tensor:
 
 
 def _decide_layers(compiler: _Compiler, sites: list[ConvSite], inputs, batch: int, tune: bool,
-                   progress) -> tuple[list[dict], list[tuple]]:
+                   progress, check_batches=()) -> tuple[list[dict], list[tuple]]:
     """Manifest entries for every conv, and (site, (spec, compact, tile)) for those that run compiled."""
     entries, prepared = [], []
     for index, site in enumerate(sites):
@@ -165,7 +173,8 @@ def _decide_layers(compiler: _Compiler, sites: list[ConvSite], inputs, batch: in
             progress.check_cancelled()
             progress.update("compile", index, len(prepared) + 2, f"tuning {site.layer}")
             x, residual = inputs[site.layer]
-            winner = _apply_choice(entry, compiler.tune(site, spec, compact, x, residual), spec, compact)
+            winner = _apply_choice(entry, compiler.tune(site, spec, compact, x, residual, check_batches), spec,
+                                   compact)
             if winner:
                 chosen.append((site, winner))
     elif prepared:
@@ -181,8 +190,12 @@ def _decide_layers(compiler: _Compiler, sites: list[ConvSite], inputs, batch: in
 
 
 def compile_model(model, example_input: torch.Tensor, out_dir: Path, *, progress=None, tune: bool = True,
-                  cache_dir: Path | None = None) -> dict:
-    """Compile `model` (dense tensors with zeros) into the package `out_dir`; returns its manifest."""
+                  cache_dir: Path | None = None, check_batches=(8,)) -> dict:
+    """Compile `model` (dense tensors with zeros) into the package `out_dir`; returns its manifest.
+
+    With tune=True each kept kernel is also timed against dense at every batch of `check_batches` larger
+    than the example's (when the graph has a dynamic batch); where dense wins, the package runs that layer
+    dense from that batch on (manifest: `dense_from_batch`)."""
     from kernels.isa import detect_isa
     progress = progress or _Silent()
     out_dir, cache_dir = Path(out_dir), Path(cache_dir) if cache_dir else default_cache_dir()
@@ -197,7 +210,8 @@ def compile_model(model, example_input: torch.Tensor, out_dir: Path, *, progress
     sites = find_conv_sites(gm)
     inputs = capture_inputs(gm, [s for s in sites if not s.unsupported], example)
     compiler = _Compiler(isa, cache_dir)
-    entries, chosen = _decide_layers(compiler, sites, inputs, int(example.shape[0]), tune, progress)
+    entries, chosen = _decide_layers(compiler, sites, inputs, int(example.shape[0]), tune, progress,
+                                     tuple(check_batches) if dynamic else ())
     manifest = {"format_version": pkg.FORMAT_VERSION, "created_at": datetime.datetime.now(
         datetime.timezone.utc).isoformat(timespec="seconds"), "torch_version": torch.__version__,
         "isa": isa, **compiler_info, "threads": torch.get_num_threads(),

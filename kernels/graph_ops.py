@@ -71,6 +71,23 @@ class DenseLayer(nn.Module):
         return torch.relu(y) if self.relu else y
 
 
+class BatchDispatch(nn.Module):
+    """Sparse kernel below `dense_from_batch`, the dense layer from it on: autotuning measured at both
+    batch sizes and dense won at the larger one, so the package is never slower than dense there."""
+
+    def __init__(self, sparse, dense: nn.Module, dense_from_batch: int):
+        super().__init__()
+        self.sparse, self.dense, self.dense_from_batch = sparse, dense, int(dense_from_batch)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if x.shape[0] >= self.dense_from_batch:
+            return self.dense(x, residual)
+        return self.sparse(x, residual)
+
+    def extra_repr(self) -> str:
+        return f"dense_from_batch={self.dense_from_batch}"
+
+
 def compiled_conv_nodes(gm: fx.GraphModule) -> list[fx.Node]:
     return [n for n in gm.graph.nodes if n.op == "call_function" and n.target == COMPILED_CONV]
 

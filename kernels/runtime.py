@@ -13,7 +13,7 @@ from torch import nn
 
 from kernels import package as pkg
 from kernels.errors import KernelError
-from kernels.graph_ops import DenseLayer, install_compiled_layers
+from kernels.graph_ops import BatchDispatch, DenseLayer, install_compiled_layers
 from kernels.spec import ConvSpec, TileConfig
 
 
@@ -93,8 +93,13 @@ def load(package_dir: Path, *, cache_dir: Path | None = None, dense: bool = Fals
         kernels = _dense_layers(package_dir, manifest, sparse)
     elif sparse:
         library = _library(package_dir, manifest, sparse, cache_dir)
+        dispatched = [layer for layer in sparse if layer.get("dense_from_batch")]
+        dense_layers = _dense_layers(package_dir, manifest, dispatched) if dispatched else {}
         for layer, (spec, _) in zip(sparse, _specs(sparse)):
             kernels[layer["name"]] = CompiledConv(library, spec)
+            if layer["name"] in dense_layers:
+                kernels[layer["name"]] = BatchDispatch(kernels[layer["name"]], dense_layers[layer["name"]],
+                                                       layer["dense_from_batch"])
     try:
         install_compiled_layers(graph, kernels)
     except RuntimeError as exc:

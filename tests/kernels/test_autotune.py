@@ -6,7 +6,8 @@ import torch
 
 import kernels
 import kernels.graph_compile as graph_compile
-from kernels.autotune import choose, dense_reference, time_interleaved
+from kernels.autotune import batch_checks, choose, dense_reference, time_interleaved
+from kernels.graph_ops import BatchDispatch
 from tests.kernels.compiled_models import assert_close, example, session_cache, two_conv_block
 
 # Contenders return a precomputed result so only the sleep decides who is faster, however busy the machine.
@@ -69,6 +70,7 @@ def test_tuning_times_every_candidate_and_dense(tuned):
         assert all(c["ms"] is not None and c["ms"] > 0 for c in layer["candidates"])
         if layer["kernel"] == "sparse":
             assert layer["sparse_ms"] <= layer["dense_ms"]
+            assert [c["batch"] for c in layer["batch_checks"]] == [8] and "dense_from_batch" in layer
             assert layer["tile"]["filters"] >= 1 and layer["effective_gflops"] > 0
         else:
             assert layer["reason"]
@@ -92,3 +94,43 @@ def test_whole_model_slower_than_dense_ships_all_dense(tmp_path, tmp_path_factor
     x = example(2)
     with torch.no_grad():
         assert_close(kernels.load(tmp_path / "pkg")(x), model(x))
+
+
+def test_batch_checks_find_the_batch_where_dense_wins():
+    def dense_2ms(x, residual=None):
+        time.sleep(0.002)
+        return REFERENCE
+
+    def sparse_slow_from_4(x, residual=None):
+        time.sleep(0.008 if x.shape[0] >= 4 else 0.0)
+        return REFERENCE
+    rows, dense_from = batch_checks(dense_2ms, sparse_slow_from_4, X, None, (1, 2, 4, 8), budget_s=0.02)
+    assert [r["batch"] for r in rows] == [2, 4, 8]
+    assert [r["kernel"] for r in rows] == ["sparse", "dense", "dense"] and dense_from == 4
+    assert batch_checks(slow, fast, X, None, (8,), budget_s=0.02)[1] is None
+
+
+def test_layers_dense_at_batch_8_run_dense_there(tmp_path, tmp_path_factory, monkeypatch):
+    def dense_wins_at_8(dense_fn, sparse_fn, x, residual, batches, budget_s=0.3):
+        return [{"batch": 8, "dense_ms": 1.0, "sparse_ms": 2.0, "kernel": "dense"}], 8
+    monkeypatch.setattr(graph_compile, "batch_checks", dense_wins_at_8)
+    monkeypatch.setattr(graph_compile, "time_interleaved",  # the whole model must not fall back to dense here
+                        lambda fns, **kwargs: {name: (1.0 if name == "compiled" else 2.0) for name in fns})
+    monkeypatch.setattr(graph_compile, "choose", lambda dense_fn, fns, tiles, x, residual: choose(
+        slow, {label: fast for label in fns}, tiles, x, residual, budget_s=0.02))
+    model = two_conv_block()
+    manifest = kernels.compile_model(model, example(), tmp_path / "pkg", tune=True,
+                                     cache_dir=session_cache(tmp_path_factory))
+    sparse = [layer for layer in manifest["layers"] if layer["kernel"] == "sparse"]
+    assert sparse and all(layer["dense_from_batch"] == 8 for layer in sparse)
+    loaded = kernels.load(tmp_path / "pkg")
+    dispatch = [m for m in loaded.modules() if isinstance(m, BatchDispatch)]
+    assert len(dispatch) == len(sparse)
+    calls = []
+    for m in dispatch:
+        m.dense.register_forward_hook(lambda *args: calls.append("dense"))
+    with torch.no_grad():
+        for batch in (1, 8):
+            x = example(batch)
+            assert_close(loaded(x), model(x))
+            assert len(calls) == (0 if batch == 1 else len(sparse))
