@@ -43,6 +43,10 @@ class CompiledConv:
         fn.restype = None
         fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         self._fn = fn
+        self._in_shape = (spec.in_channels, spec.height, spec.width)
+        self._out_shape = (spec.out_channels, spec.out_height, spec.out_width)
+        self._per_item = spec.in_channels * spec.height * spec.width + spec.out_channels * spec.out_height * \
+            spec.out_width
 
     def _check(self, t: torch.Tensor, what: str, shape: tuple[int, ...]) -> None:
         if not isinstance(t, torch.Tensor):
@@ -54,6 +58,21 @@ class CompiledConv:
             raise KernelRuntimeError(f"layer {self.spec.name!r}: {what} has shape {tuple(t.shape)}, expected {shape}")
 
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        # Fast path, the common case inside a model: every check below in a few attribute reads.
+        if type(x) is torch.Tensor and x.dtype == torch.float32 and x.dim() == 4 and x.shape[1:] == self._in_shape \
+                and x.is_contiguous() and x.is_cpu and (residual is None) == (not self.spec.residual):
+            n = x.shape[0]
+            if 1 <= n <= 1 << 16 and n * self._per_item <= MAX_ELEMENTS and (residual is None or (
+                    type(residual) is torch.Tensor and residual.dtype == torch.float32
+                    and residual.shape == (n, *self._out_shape) and residual.is_contiguous()
+                    and residual.is_cpu)):
+                y = torch.empty((n, *self._out_shape), dtype=torch.float32)
+                self._fn(x.data_ptr(), None if residual is None else residual.data_ptr(), y.data_ptr(), n,
+                         min(MAX_THREADS, max(1, torch.get_num_threads())))
+                return y
+        return self._checked_call(x, residual)
+
+    def _checked_call(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         s = self.spec
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             raise KernelRuntimeError(f"layer {s.name!r}: input must be a 4-D NCHW tensor")

@@ -47,8 +47,12 @@ class CompiledLayer(nn.Module):
         self.kernel = kernel
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        # The C kernels read flat NCHW; torch ops upstream may hand over strided views.
-        return self.kernel(x.contiguous(), None if residual is None else residual.contiguous())
+        # The C kernels read flat NCHW; torch ops upstream may hand over strided views (rarely: checked first).
+        if not x.is_contiguous():
+            x = x.contiguous()
+        if residual is not None and not residual.is_contiguous():
+            residual = residual.contiguous()
+        return self.kernel(x, residual)
 
     def extra_repr(self) -> str:
         return f"layer={self.layer!r}"
