@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.db import SessionDep
+from app.db import SessionDep, utcnow
 from app.models import ApiKey, Tenant
 
 KEY_COOKIE = "zd_key"
@@ -47,6 +47,30 @@ def create_api_key(session: Session, *, tenant_name: str) -> tuple[Tenant, str]:
     session.add(ApiKey(tenant_id=tenant.id, prefix=key[:KEY_PREFIX_LEN], key_hash=hash_key(key)))
     session.commit()
     return tenant, key
+
+
+def list_api_keys(session: Session, *, tenant_name: str | None = None) -> list[ApiKey]:
+    """Every key (revoked ones too), oldest first; the plain keys are not stored, so only prefixes show."""
+    query = select(ApiKey).join(Tenant).order_by(ApiKey.created_at, ApiKey.id)
+    if tenant_name is not None:
+        query = query.where(Tenant.name == tenant_name)
+    return list(session.scalars(query))
+
+
+def revoke_api_key(session: Session, ident: str) -> ApiKey:
+    """Revoke the key whose id or prefix is `ident` (at once: the next request with it gets 401).
+    A prefix shared by several keys is refused rather than guessed."""
+    ident = ident.strip()
+    matches = list(session.scalars(select(ApiKey).where((ApiKey.id == ident) | (ApiKey.prefix == ident))))
+    if not matches:
+        raise LookupError(f"no API key with id or prefix {ident!r} ('zerodata keys list' shows them)")
+    if len(matches) > 1:
+        raise LookupError(f"prefix {ident!r} matches {len(matches)} keys; revoke by id instead")
+    key = matches[0]
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        session.commit()
+    return key
 
 
 def tenant_for_key(session: Session, key: str | None) -> Tenant | None:

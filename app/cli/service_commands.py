@@ -1,4 +1,4 @@
-"""`zerodata serve` (API + one worker on embedded defaults) and `zerodata keys create`."""
+"""`zerodata serve` (API + one worker on embedded defaults) and `zerodata keys create|list|revoke`."""
 from __future__ import annotations
 
 import os
@@ -115,6 +115,40 @@ def keys_create(tenant: str) -> None:
         raise click.BadParameter("tenant name must be 1-200 characters", param_hint="--tenant")
     _prepare_database()
     click.echo(_new_key(tenant))
+
+
+@keys.command("list")
+@click.option("--tenant", default=None, help="only this tenant's keys")
+def keys_list(tenant: str | None) -> None:
+    """List keys: id, prefix, tenant, created, revoked (the keys themselves are never stored)."""
+    from app.auth import list_api_keys
+    from app.db import new_session
+
+    _prepare_database()
+    with new_session() as session:
+        rows = list_api_keys(session, tenant_name=tenant)
+        for key in rows:
+            revoked = key.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if key.revoked_at else "active"
+            click.echo(f"{key.id}  {key.prefix}...  {key.tenant.name}  "
+                       f"{key.created_at.strftime('%Y-%m-%d %H:%M:%S')}  {revoked}")
+    if not rows:
+        click.echo("no API keys" + (f" for tenant '{tenant}'" if tenant else ""), err=True)
+
+
+@keys.command("revoke")
+@click.argument("key_id_or_prefix")
+def keys_revoke(key_id_or_prefix: str) -> None:
+    """Revoke a key by its id or prefix (from 'zerodata keys list'); it stops working at once."""
+    from app.auth import revoke_api_key
+    from app.db import new_session
+
+    _prepare_database()
+    with new_session() as session:
+        try:
+            key = revoke_api_key(session, key_id_or_prefix)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"revoked {key.prefix}... (tenant '{key.tenant.name}')")
 
 
 COMMANDS.extend([serve, keys])
