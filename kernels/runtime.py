@@ -104,6 +104,9 @@ def load(package_dir: Path, *, cache_dir: Path | None = None, dense: bool = Fals
         install_compiled_layers(graph, kernels)
     except RuntimeError as exc:
         raise pkg.PackageError(str(exc)) from None
+    if library is not None:  # the library also carries a max-pool far faster than torch's NCHW one
+        from kernels.pool_op import install_pool_layers
+        install_pool_layers(graph, library)
     return PackagedModel(graph, manifest, library)
 
 

@@ -1,0 +1,62 @@
+// Max-pool over NCHW planes (floor mode, dilation 1), optionally of relu(x): relu commutes with max, so a
+// conv -> relu -> max-pool chain pools first and clamps the 4x smaller output. torch's NCHW max_pool2d
+// is ~40x slower than this on one core (ResNet stem: 6 ms vs ~0.15 ms).
+#include <math.h>
+
+struct zd_pool_ctx { const float* x; float* y; int planes, H, W, k, s, p, Ho, Wo, relu, per_item; };
+
+// Window max along a row of colmax (padded with `init` on both sides, so no bounds checks); k = 3, s = 2
+// (the ResNet stem) gets its own loop the compiler unrolls.
+static inline void zd_row_max(const float* __restrict cp, float* __restrict out, int Wo, int k, int s) {
+  if (k == 3 && s == 2) {
+    for (int ox = 0; ox < Wo; ++ox) {
+      const float a = cp[2 * ox], b = cp[2 * ox + 1], c = cp[2 * ox + 2];
+      const float m = a > b ? a : b;
+      out[ox] = c > m ? c : m;
+    }
+    return;
+  }
+  for (int ox = 0; ox < Wo; ++ox) {
+    const float* w = cp + ox * s;
+    float m = w[0];
+    for (int j = 1; j < k; ++j) m = w[j] > m ? w[j] : m;
+    out[ox] = m;
+  }
+}
+
+static void zd_max_pool_item(void* vctx, int item) {
+  const zd_pool_ctx* c = (const zd_pool_ctx*)vctx;
+  const int Wp = c->W + 2 * c->p + c->k;
+  float* colmax = zd_scratch(1, (size_t)Wp);  // per calling thread: max over the window's rows, padded
+  if (!colmax) abort();
+  const float init = c->relu ? 0.f : -INFINITY;  // torch pads with -inf
+  for (int ix = 0; ix < Wp; ++ix) colmax[ix] = init;
+  float* __restrict cm = colmax + c->p;
+  const int lo = item * c->per_item, hi = lo + c->per_item < c->planes ? lo + c->per_item : c->planes;
+  for (int plane = lo; plane < hi; ++plane) {
+    const float* xp = c->x + (size_t)plane * c->H * c->W;
+    float* yp = c->y + (size_t)plane * c->Ho * c->Wo;
+    for (int oy = 0; oy < c->Ho; ++oy) {
+      const int y0 = oy * c->s - c->p;
+      const int ya = y0 < 0 ? 0 : y0, yb = y0 + c->k < c->H ? y0 + c->k : c->H;
+      const float* __restrict r0 = xp + (size_t)ya * c->W;
+      if (c->relu) for (int ix = 0; ix < c->W; ++ix) cm[ix] = r0[ix] > 0.f ? r0[ix] : 0.f;
+      else memcpy(cm, r0, sizeof(float) * c->W);
+      for (int iy = ya + 1; iy < yb; ++iy) {
+        const float* __restrict row = xp + (size_t)iy * c->W;
+        for (int ix = 0; ix < c->W; ++ix) cm[ix] = row[ix] > cm[ix] ? row[ix] : cm[ix];
+      }
+      zd_row_max(colmax, yp + (size_t)oy * c->Wo, c->Wo, c->k, c->s);
+    }
+  }
+}
+
+// y[n, c, Ho, Wo] = max over each k x k window of x (relu'd when relu != 0); planes = n * c.
+extern "C" void zd_max_pool2d(const float* x, float* y, int planes, int H, int W, int k, int s, int p, int relu,
+                              int threads) {
+  if (!x || !y || planes <= 0 || k < 1 || s < 1 || p < 0 || 2 * p > k || H + 2 * p < k || W + 2 * p < k) return;
+  if (threads < 1) threads = 1;
+  zd_pool_ctx ctx{x, y, planes, H, W, k, s, p, (H + 2 * p - k) / s + 1, (W + 2 * p - k) / s + 1, relu, 0};
+  ctx.per_item = 1 + 16384 / (H * W + 1);
+  zd_parallel(threads, (planes + ctx.per_item - 1) / ctx.per_item, zd_max_pool_item, &ctx);
+}
