@@ -17,6 +17,7 @@ from worker.engine.config import CompressionConfig
 from worker.engine.connectivity import check_rate
 from worker.engine.errors import EngineError, InvalidConfigError, UnsupportedModelError
 from worker.engine.fidelity import measure_fidelity
+from worker.engine.image_pool import ImagePool, PoolSettings
 from worker.engine.layers import CONV3X3, DEPTHWISE, FIRST_CONV, check_weights_finite, execution_order
 from worker.engine.patterns import candidate_patterns, pattern_library, pattern_masks
 from worker.engine.rates import allocate_rates, channel_grams, kernel_costs
@@ -64,6 +65,7 @@ def validate_config(config: CompressionConfig, input_shape: tuple[int, ...]) -> 
     if math.prod(input_shape[1:]) > 64 * 1024 * 1024:
         raise InvalidConfigError(f"input shape {tuple(input_shape)} is too large")
     inversion_settings(config)
+    pool_settings(config)
     if not isinstance(config.extra.get("bn_correction", False), bool):
         raise InvalidConfigError("extra.bn_correction must be true or false")
     if config.extra.get("method", "admm") not in METHODS:
@@ -75,21 +77,33 @@ _INVERSION_LIMITS = {"batch": (1, 4096), "lr": (1e-6, 10.0), "first_bn_weight": 
                      "l2_weight": (0.0, 1e3), "class_weight": (0.0, 1e4), "jitter": (0, 64), "low_res_fraction": (0.0, 0.95)}
 
 
+_POOL_LIMITS = {"inversion_steps": (0, 100), "lr": (1e-6, 10.0), "competition_weight": (0.0, 1e3)}
+
+
 def inversion_settings(config: CompressionConfig) -> InversionSettings:
     """BN-inversion knobs from config.extra["inversion"], each checked: unknown keys and odd values are refused."""
-    given = config.extra.get("inversion", {}) if isinstance(config.extra, dict) else None
+    return _checked_settings(config, "inversion", InversionSettings, _INVERSION_LIMITS)
+
+
+def pool_settings(config: CompressionConfig) -> PoolSettings:
+    """Distillation-time re-inversion knobs from config.extra["fresh_inputs"] (see image_pool.py)."""
+    return _checked_settings(config, "fresh_inputs", PoolSettings, _POOL_LIMITS)
+
+
+def _checked_settings(config: CompressionConfig, key: str, cls, limits: dict):
+    given = config.extra.get(key, {}) if isinstance(config.extra, dict) else None
     if not isinstance(given, dict):
-        raise InvalidConfigError("extra must be a mapping and extra.inversion a mapping of inversion settings")
-    defaults = InversionSettings()
-    for key, value in given.items():
-        if key not in _INVERSION_LIMITS:
-            raise InvalidConfigError(f"unknown inversion setting {key!r}; known: {', '.join(_INVERSION_LIMITS)}")
-        lo, hi = _INVERSION_LIMITS[key]
-        want = type(getattr(defaults, key))
+        raise InvalidConfigError(f"extra must be a mapping and extra.{key} a mapping of settings")
+    defaults = cls()
+    for name, value in given.items():
+        if name not in limits:
+            raise InvalidConfigError(f"unknown {key} setting {name!r}; known: {', '.join(limits)}")
+        lo, hi = limits[name]
+        want = type(getattr(defaults, name))
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (want is int and not isinstance(value, int)) \
                 or not math.isfinite(value) or not lo <= value <= hi:
-            raise InvalidConfigError(f"inversion setting {key} must be a {want.__name__} in [{lo}, {hi}], got {value!r}")
-    return InversionSettings(**given)
+            raise InvalidConfigError(f"{key} setting {name} must be a {want.__name__} in [{lo}, {hi}], got {value!r}")
+    return cls(**given)
 
 
 def select_device(name: str) -> torch.device:
@@ -154,10 +168,20 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
         if config.time_budget_s is not None:
             budget = max(0.0, config.time_budget_s - (time.monotonic() - started)) * 0.8
         feature_layers = [l.bn_name or l.name for l in three]
-        recovery["distillation"] = distill(student, teacher, images, {k: v.to(device) for k, v in masks.items()},
-                                           config.recovery_steps, progress, lr=config.distill_lr,
-                                           feature_layers=feature_layers, feature_weight=config.extra.get("feature_weight", 1.0),
-                                           time_budget_s=budget, seed=config.seed)
+        fresh = pool_settings(config)
+        pool = None
+        if fresh.inversion_steps > 0 and train.info["mode"] == "bn-inversion":  # needs BatchNorm statistics
+            pool = ImagePool(teacher, images, fresh, inversion, seed=config.seed)
+        try:
+            recovery["distillation"] = distill(student, teacher, images, {k: v.to(device) for k, v in masks.items()},
+                                               config.recovery_steps, progress, lr=config.distill_lr,
+                                               feature_layers=feature_layers,
+                                               feature_weight=config.extra.get("feature_weight", 1.0),
+                                               time_budget_s=budget, seed=config.seed, pool=pool)
+        finally:
+            if pool is not None:
+                pool.close()
+        recovery["distillation"]["fresh_input_steps"] = pool.steps_done if pool is not None else 0
     seconds["recover"] = time.monotonic() - t
 
     t = time.monotonic()

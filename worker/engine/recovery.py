@@ -82,9 +82,10 @@ def _augment(x: torch.Tensor, g: torch.Generator, shift: int = 2) -> torch.Tenso
 def distill(student: nn.Module, teacher: nn.Module, images: torch.Tensor, masks: dict[str, torch.Tensor],
             steps: int, progress: Progress, *, lr: float = 1e-4, batch: int = 64, temperature: float = 1.0,
             feature_layers: list[str] | None = None, feature_weight: float = 1.0,
-            time_budget_s: float | None = None, seed: int = 0) -> dict:
+            time_budget_s: float | None = None, seed: int = 0, pool=None) -> dict:
     """Masked end-to-end distillation on synthetic inputs (augmented each step): KL to the teacher's logits
-    plus normalised MSE on intermediate features; masks stay fixed; BatchNorm stays in eval mode."""
+    plus normalised MSE on intermediate features; masks stay fixed; BatchNorm stays in eval mode.
+    With `pool` (an image_pool.ImagePool) each batch is drawn from it and freshly re-inverted first."""
     if steps <= 0 or len(images) == 0:
         return {"steps": 0}
     params = dict(student.named_parameters())
@@ -104,8 +105,11 @@ def distill(student: nn.Module, teacher: nn.Module, images: torch.Tensor, masks:
         for step in range(steps):
             if time_budget_s is not None and time.monotonic() - start > time_budget_s:
                 break
-            idx = torch.randint(0, len(images), (min(batch, len(images)),), generator=g)
-            xb = _augment(images[idx], g)
+            if pool is not None:
+                xb = _augment(pool.next_batch(student, batch), g)
+            else:
+                idx = torch.randint(0, len(images), (min(batch, len(images)),), generator=g)
+                xb = _augment(images[idx], g)
             with torch.no_grad():
                 t_out = teacher(xb)
             s_out = student(xb)
