@@ -40,6 +40,8 @@ class _TimedInterpreter(fx.Interpreter):
 def _kind(node: fx.Node, gm) -> str:
     if node.op == "call_module" and node.target.startswith("zd_compiled"):
         return "compiled conv (sparse kernel)"
+    if node.op == "call_module" and node.target.startswith("zd_max_pool"):
+        return "compiled max-pool (library)"
     target = str(node.target)
     if "convolution" in target or "conv2d" in target:
         return "dense conv: " + ("1x1" if "downsample" in str(node.meta.get("nn_module_stack", "")) else "other")

@@ -39,6 +39,21 @@ class ConvSite:
     chain: list[fx.Node] = field(default_factory=list)  # conv, [add], [relu] in graph order
 
     @property
+    def pointwise(self) -> bool:
+        """A 1x1 conv, compiled as the 3x3 conv (padding 1) whose only tap is the centre: same outputs."""
+        return tuple(self.weight.shape[-2:]) == (1, 1)
+
+    @property
+    def compiled_weight(self) -> torch.Tensor:
+        if not self.pointwise:
+            return self.weight
+        return torch.nn.functional.pad(self.weight, (1, 1, 1, 1))
+
+    @property
+    def compiled_padding(self) -> tuple[int, int]:
+        return (self.padding[0] + 1, self.padding[1] + 1) if self.pointwise else self.padding
+
+    @property
     def out_channels(self) -> int:
         return int(self.weight.shape[0])
 
@@ -139,8 +154,10 @@ def _conv_parameters(conv: fx.Node):
 
 def _why_unsupported(site: ConvSite) -> str:
     kh, kw = site.weight.shape[-2:]
-    if (kh, kw) != (3, 3):
-        return f"kernel {kh}x{kw} (only 3x3 is compiled)"
+    if (kh, kw) == (1, 1) and site.padding != (0, 0):
+        return f"1x1 kernel with padding={site.padding} (only 1x1 without padding is compiled)"
+    if (kh, kw) not in ((3, 3), (1, 1)):
+        return f"kernel {kh}x{kw} (only 3x3 and 1x1 are compiled)"
     if site.groups != 1:
         return f"groups={site.groups} (only groups=1 is compiled)"
     if site.dilation != (1, 1):
@@ -191,7 +208,8 @@ def find_conv_sites(gm: fx.GraphModule) -> list[ConvSite]:
         site = ConvSite(node.meta.get("zd_layer", node.name), node, node, weight, bias, stride, padding,
                         dilation, groups, chain=[node])
         site.unsupported = _why_unsupported(site)
-        if not site.unsupported:
+        if not site.unsupported and not site.pointwise:
+            # 1x1 convs (ResNet downsamples) feed an add a 3x3 site usually claims: no epilogue of their own.
             _attach_epilogue(site)
         sites.append(site)
     return sites
@@ -225,7 +243,7 @@ def replace_with_compiled(gm: fx.GraphModule, sites: list[ConvSite]) -> None:
     for site in sites:
         residual = replaced.get(site.residual, site.residual)
         args = (site.conv.args[0], residual, site.layer, site.out_channels, site.stride[0],
-                site.padding[0], site.dilation[0], site.relu)
+                site.compiled_padding[0], site.dilation[0], site.relu)
         with gm.graph.inserting_before(site.output):
             call = gm.graph.call_function(COMPILED_CONV, args)
         call.meta.update({k: v for k, v in site.output.meta.items() if k in ("val", "tensor_meta", "stack_trace")})

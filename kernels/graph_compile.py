@@ -49,14 +49,15 @@ def _tile_dict(tile) -> dict:
 
 def _site_spec(site: ConvSite, symbol: str, x: torch.Tensor) -> ConvSpec:
     return ConvSpec(symbol, site.in_channels, site.out_channels, int(x.shape[2]), int(x.shape[3]),
-                    site.stride[0], site.padding[0], site.dilation[0], site.relu, site.residual is not None)
+                    site.stride[0], site.compiled_padding[0], site.dilation[0], site.relu, site.residual is not None)
 
 
 def _layer_entry(site: ConvSite, symbol: str) -> dict:
     return {"name": site.layer, "symbol": symbol, "kernel": "dense", "reason": "",
             "shape": list(site.weight.shape), "stride": list(site.stride), "padding": list(site.padding),
             "dilation": list(site.dilation), "groups": site.groups, "relu": site.relu,
-            "residual": site.residual is not None}
+            "residual": site.residual is not None,
+            **({"compiled_as": "3x3 conv, centre tap only (padding +1)"} if site.pointwise else {})}
 
 
 def _flops(spec: ConvSpec, compact, batch: int) -> dict:
@@ -103,7 +104,7 @@ class _Compiler:
             return entry, None
         x, _ = inputs[site.layer]
         try:
-            compact = compact_conv(site.weight, site.bias, name=symbol)
+            compact = compact_conv(site.compiled_weight, site.bias, name=symbol)
             spec = _site_spec(site, symbol, x)
         except (NotPatternSparse, UnsupportedConv) as exc:
             entry["reason"] = str(exc)

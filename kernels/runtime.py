@@ -66,10 +66,14 @@ def _dense_layers(package_dir: Path, manifest: dict, sparse: list[dict]) -> dict
     weights = pkg.verify_hash(package_dir, manifest, pkg.WEIGHTS)
     specs = _specs(sparse)
     compact = pkg.load_compact_weights(weights, [spec.name for spec, _ in specs])
-    return {layer["name"]: DenseLayer(layer["name"], compact[spec.name].to_dense(),
-                                      torch.from_numpy(compact[spec.name].bias.copy()), spec.stride, spec.padding,
-                                      spec.dilation, spec.relu)
-            for layer, (spec, _) in zip(sparse, specs)}
+    layers = {}
+    for layer, (spec, _) in zip(sparse, specs):
+        weight, padding = compact[spec.name].to_dense(), spec.padding
+        if list(layer.get("shape", [])[-2:]) == [1, 1]:  # a 1x1 conv compiled as a centre-tap 3x3: dense is 1x1
+            weight, padding = weight[:, :, 1:2, 1:2].contiguous(), spec.padding - 1
+        layers[layer["name"]] = DenseLayer(layer["name"], weight, torch.from_numpy(compact[spec.name].bias.copy()),
+                                           spec.stride, padding, spec.dilation, spec.relu)
+    return layers
 
 
 def load(package_dir: Path, *, cache_dir: Path | None = None, dense: bool = False) -> nn.Module:

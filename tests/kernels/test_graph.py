@@ -60,7 +60,11 @@ def test_relu_and_residual_epilogues_are_found():
     assert sites["layer1.conv1"].relu and sites["layer1.conv1"].residual is None
     assert sites["layer1.conv2"].relu and sites["layer1.conv2"].residual is not None
     assert sites["layer2.conv2"].residual is not None  # the 1x1 shortcut conv's output
-    assert "1x1" in sites["layer2.shortcut.0"].unsupported
+    shortcut = sites["layer2.shortcut.0"]  # compiled as a centre-tap 3x3, without an epilogue of its own
+    assert not shortcut.unsupported and shortcut.pointwise and shortcut.compiled_padding == (1, 1)
+    assert not shortcut.relu and shortcut.residual is None
+    assert torch.equal(shortcut.compiled_weight[:, :, 1, 1], shortcut.weight[:, :, 0, 0])
+    assert int((shortcut.compiled_weight != 0).sum()) == int((shortcut.weight != 0).sum())
 
 
 class SumReused(nn.Module):

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import kernels
-from kernels.graph_ops import CompiledGraphError, compiled_conv_nodes, install_compiled_layers
+from kernels.graph_ops import CompiledGraphError, DenseLayer, compiled_conv_nodes, install_compiled_layers
 from kernels.package import GRAPH
 from tests.kernels.compiled_models import assert_close, example, pattern_tiny_resnet, session_cache
 
@@ -32,8 +32,12 @@ def test_loaded_module_runs_any_batch_and_layout(built):
 def test_dense_twin_matches_compiled(built):
     _, package_dir = built
     x = example(2)
+    dense = kernels.load(package_dir, dense=True)
     with torch.no_grad():
-        assert_close(kernels.load(package_dir, dense=True)(x), kernels.load(package_dir)(x), rel=1e-5)
+        assert_close(dense(x), kernels.load(package_dir)(x), rel=1e-5)
+    # The 1x1 shortcut runs compiled as a centre-tap 3x3; its dense twin is the 1x1 conv again, not 9x the work.
+    kernel_sizes = sorted({tuple(m.weight.shape[-2:]) for m in dense.modules() if isinstance(m, DenseLayer)})
+    assert kernel_sizes == [(1, 1), (3, 3)]
 
 
 def test_graph_without_its_kernels_refuses_to_run(built):
