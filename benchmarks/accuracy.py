@@ -30,8 +30,10 @@ METHODS = {
                                            extra={"method": "magnitude-only", "bn_correction": False}),
     "ADMM + gaussian (paper)": dict(synthetic="gaussian", recovery_steps=0, bn_recalibration=False),
     "ADMM + bn-inversion": dict(recovery_steps=0, bn_recalibration=False),
-    "ADMM + bn-inversion + BN recalibration (defaults)": dict(),
-    "ADMM + bn-inversion + BN recalibration + distillation": dict(recovery_steps=100),
+    "ADMM + bn-inversion + BN recalibration": dict(recovery_steps=0),
+    "ADMM + bn-inversion + BN recalibration + distillation on fixed inputs": dict(
+        extra={"fresh_inputs": {"inversion_steps": 0}}),
+    "ADMM + bn-inversion + BN recalibration + distillation on re-inverted inputs (defaults)": dict(),
 }
 
 

@@ -20,7 +20,7 @@ from worker.engine.synthetic import InversionSettings, _BNStatLoss, _tv
 
 @dataclass
 class PoolSettings:
-    inversion_steps: int = 2          # inversion steps on a batch before each distillation step (0 = fixed set)
+    inversion_steps: int = 1          # inversion steps on a batch before each distillation step (0 = fixed set)
     lr: float = 0.05                  # Adam step on the pixels (the synthesis ends its cosine schedule near 0)
     competition_weight: float = 1.0   # weight of the teacher-student disagreement term
 
