@@ -114,6 +114,9 @@ def test_whole_model_compiled_equals_dense(factory, tmp_path, cache):
     model = factory()
     manifest = kernels.compile_model(model, example(), tmp_path / "pkg", tune=False, cache_dir=cache)
     assert any(layer["kernel"] == "sparse" for layer in manifest["layers"])
+    for layer in manifest["layers"]:
+        if layer["shape"][-2:] == [1, 1] and "spec" in layer:  # dense cost of a 1x1, not of its 3x3 embedding
+            assert layer["flop_ratio_limit"] == pytest.approx(1 / (9 * layer["format"]["density"]), rel=1e-2)
     compiled = kernels.load(tmp_path / "pkg")
     for batch in (1, 3):
         x = example(batch, seed=batch)
