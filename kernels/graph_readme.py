@@ -38,6 +38,10 @@ void zd_{example['symbol']}(const float* x, const float* residual, float* y, int
 `x` is NCHW float32 `[batch, {spec['in_channels']}, {spec['height']}, {spec['width']}]`, `y` receives
 `[batch, {k}, {out_h}, {out_w}]`; `residual` has `y`'s shape (pass NULL when the layer has no residual add).
 The epilogue (bias, residual add, ReLU) listed in `manifest.json` runs inside the call.
+A 1x1 conv is compiled as the 3x3 conv (padding + 1) whose only tap is the centre: same shapes as the 1x1.
+The library also exports `void zd_max_pool2d(const float* x, float* y, int planes, int H, int W, int k,
+int s, int p, int relu, int threads)` (floor mode; `planes` = batch x channels), which `kernels.load` uses
+for the graph's max-pools.
 """
     return f"""# zerodata sparse kernel package
 
