@@ -9,8 +9,9 @@ from torch.nn import functional as F
 @torch.no_grad()
 def measure_fidelity(teacher: nn.Module, student: nn.Module, images: torch.Tensor, layer_names: list[str],
                      batch: int = 128) -> dict:
-    """Top-1 agreement, mean KL(teacher || student), mean output cosine, and per-layer relative error
-    ||y_s - y_t||^2 / ||y_t||^2 of the named layers' outputs."""
+    """Top-1 agreement, mean KL(teacher || student), mean output cosine, per-layer relative error
+    ||y_s - y_t||^2 / ||y_t||^2 of the named layers' outputs, and the teacher's mean top-1 probability
+    (how much the inputs look like something the model knows: on real data it is near 1)."""
     s_mods, t_mods = dict(student.named_modules()), dict(teacher.named_modules())
     err = {n: [0.0, 0.0] for n in layer_names}
     cur: dict[str, torch.Tensor] = {}
@@ -23,7 +24,7 @@ def measure_fidelity(teacher: nn.Module, student: nn.Module, images: torch.Tenso
             err[n][0] += float((o - t).double().pow(2).sum())
             err[n][1] += float(t.double().pow(2).sum())
         handles.append(s_mods[n].register_forward_hook(s_hook))
-    agree = kl = cos = 0.0
+    agree = kl = cos = confidence = 0.0
     count = 0
     try:
         for i in range(0, len(images), batch):
@@ -34,6 +35,7 @@ def measure_fidelity(teacher: nn.Module, student: nn.Module, images: torch.Tenso
             cos += float(F.cosine_similarity(s_flat, t_flat, dim=1).sum())
             if t_out.dim() == 2 and t_out.shape[1] > 1:
                 agree += float((t_out.argmax(1) == s_out.argmax(1)).sum())
+                confidence += float(F.softmax(t_out, 1).amax(1).sum())
                 kl += float(F.kl_div(F.log_softmax(s_out, 1), F.log_softmax(t_out, 1), reduction="sum", log_target=True))
             count += len(xb)
     finally:
@@ -44,4 +46,5 @@ def measure_fidelity(teacher: nn.Module, student: nn.Module, images: torch.Tenso
     if t_out.dim() == 2 and t_out.shape[1] > 1:
         out["top1_agreement"] = agree / max(count, 1)
         out["mean_kl"] = kl / max(count, 1)
+        out["teacher_confidence"] = confidence / max(count, 1)
     return out

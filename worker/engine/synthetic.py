@@ -63,6 +63,8 @@ def synthesize_inputs(model: nn.Module, input_shape: tuple[int, ...], mode: str,
     settings = settings or InversionSettings()
     info: dict = {"mode": mode, "samples": samples, "steps": steps if mode == "bn-inversion" else 0,
                   "seed": seed, "cached": False}
+    if mode == "bn-inversion":
+        info["class_weight"] = settings.class_weight
     if mode == "bn-inversion" and not has_batchnorm(model):
         info.update(mode="gaussian", steps=0, fallback="the model has no BatchNorm layers, so bn-inversion is "
                     "impossible; fell back to gaussian inputs")

@@ -6,7 +6,7 @@ import torch
 
 from tests.tiny_models import INPUT_SHAPE, tiny_resnet
 from tests.worker.engine.engine_models import Depthwise, NoBatchNorm, NoConv3x3, seeded
-from worker.engine.compress import compress_module
+from worker.engine.compress import HOLDOUT_CLASS_WEIGHT, compress_module
 from worker.engine.config import CompressionConfig
 from worker.engine.errors import InvalidConfigError, UnsupportedModelError
 from worker.engine.patterns import pattern_masks
@@ -57,6 +57,10 @@ def test_structure_is_exact_and_reported(tmp_path, connectivity):
     assert set(rep["seconds"]) == {"synthesize", "prune", "recover", "fidelity"}
     fid = result.fidelity
     assert 0 <= fid["top1_agreement"] <= 1 and fid["mean_kl"] >= 0 and fid["samples"] == 8
+    assert 0 < fid["teacher_confidence"] <= 1
+    # held-out inputs are synthesised to be classified confidently, like real data; training inputs are not
+    assert rep["fidelity_inputs"]["class_weight"] == HOLDOUT_CLASS_WEIGHT > rep["synthetic"]["class_weight"]
+    assert rep["fidelity_inputs"]["seed"] != rep["synthetic"]["seed"]
     assert {l["name"] for l in fid["layers"]} == {l["name"] for l in conv3}
     assert {e[1] for e in progress.events} >= {"synthesize", "prune", "recover", "fidelity"}
     json.dumps(rep, allow_nan=False)  # the report section must be strict JSON

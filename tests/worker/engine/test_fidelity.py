@@ -16,6 +16,7 @@ def test_identical_models_agree_perfectly():
     assert out["top1_agreement"] == 1.0
     assert out["mean_kl"] == pytest.approx(0.0, abs=1e-6)
     assert out["output_cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert out["teacher_confidence"] == pytest.approx(float(torch.softmax(model(X), 1).amax(1).mean()), rel=1e-5)
     assert all(l["relative_error"] == pytest.approx(0.0, abs=1e-10) for l in out["layers"])
 
 
