@@ -7,6 +7,7 @@ import torch
 import kernels
 import kernels.graph_compile as graph_compile
 from kernels.autotune import batch_checks, choose, dense_reference, time_interleaved
+from kernels.bench import sparse_layers_at
 from kernels.graph_ops import BatchDispatch
 from tests.kernels.compiled_models import assert_close, example, session_cache, two_conv_block
 
@@ -123,6 +124,7 @@ def test_layers_dense_at_batch_8_run_dense_there(tmp_path, tmp_path_factory, mon
                                      cache_dir=session_cache(tmp_path_factory))
     sparse = [layer for layer in manifest["layers"] if layer["kernel"] == "sparse"]
     assert sparse and all(layer["dense_from_batch"] == 8 for layer in sparse)
+    assert sparse_layers_at(manifest, 1) == len(sparse) and sparse_layers_at(manifest, 8) == 0
     loaded = kernels.load(tmp_path / "pkg")
     dispatch = [m for m in loaded.modules() if isinstance(m, BatchDispatch)]
     assert len(dispatch) == len(sparse)
