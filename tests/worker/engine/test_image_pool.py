@@ -4,12 +4,13 @@ import pytest
 import torch
 
 from tests.tiny_models import INPUT_SHAPE, tiny_resnet
+from tests.worker.engine.test_synthetic import bn_loss
 from worker.engine.compress import compress_module
 from worker.engine.config import CompressionConfig
 from worker.engine.errors import InvalidConfigError
 from worker.engine.image_pool import ImagePool, PoolSettings, _js_agreement
 from worker.engine.recovery import distill
-from worker.engine.synthetic import InversionSettings, _BNStatLoss
+from worker.engine.synthetic import InversionSettings
 from worker.progress import NullProgress
 
 X = torch.randn(16, *INPUT_SHAPE[1:], generator=torch.Generator().manual_seed(0))
@@ -19,15 +20,6 @@ def test_js_agreement_is_one_for_equal_outputs_and_near_zero_for_opposite_ones()
     a = torch.tensor([[20.0, 0.0], [0.0, 20.0]])
     assert float(_js_agreement(a, a)) == pytest.approx(1.0)
     assert float(_js_agreement(a, a.flip(1))) < 0.01
-
-
-def _bn_loss(model, x):
-    stats = _BNStatLoss(model, 10.0)
-    with torch.no_grad():
-        model(x)
-    loss = float(stats.pop())
-    stats.close()
-    return loss
 
 
 def test_refreshing_the_pool_moves_images_towards_the_teacher_statistics_and_leaves_the_teacher_alone():
@@ -42,7 +34,7 @@ def test_refreshing_the_pool_moves_images_towards_the_teacher_statistics_and_lea
     finally:
         pool.close()
     assert pool.steps_done == 20
-    assert _bn_loss(teacher, pool.images) < _bn_loss(teacher, X)
+    assert bn_loss(teacher, pool.images, 10.0) < bn_loss(teacher, X, 10.0)
     assert not teacher._forward_hooks and all(not m._forward_hooks for m in teacher.modules())
     for k, v in teacher.state_dict().items():
         assert torch.equal(v, before_state[k]), k

@@ -8,8 +8,9 @@ from worker.progress import NullProgress, RecordingProgress
 FAST = InversionSettings(batch=8)
 
 
-def _bn_loss(model, x):
-    stats = _BNStatLoss(model, 1.0)
+def bn_loss(model, x, first_bn_weight=1.0):
+    """The inversion objective's BatchNorm-statistics term for inputs x (lower = closer to the model's stats)."""
+    stats = _BNStatLoss(model, first_bn_weight)
     with torch.no_grad():
         model(x)
     loss = float(stats.pop())
@@ -46,7 +47,7 @@ def test_bn_inversion_matches_statistics_better_than_noise_and_is_deterministic(
     assert not a.info["cached"] and not b.info["cached"]
     assert torch.allclose(a.images, b.images)
     noise = torch.randn(8, *INPUT_SHAPE[1:], generator=torch.Generator().manual_seed(0))
-    assert _bn_loss(model, a.images) < 0.5 * _bn_loss(model, noise)
+    assert bn_loss(model, a.images) < 0.5 * bn_loss(model, noise)
     assert all(p.requires_grad for p in model.parameters())  # the caller's model is left alone
 
 
