@@ -1,12 +1,16 @@
-// A tiny work-claiming thread pool. The caller runs items too and waits only until every item is DONE,
-// never for a worker to show up: on a busy machine a descheduled worker costs nothing but its share
-// (an OpenMP barrier would stall the whole layer until the OS runs it again). A forked child that
-// inherits no workers still finishes every call on its own.
+// Parallel items, run one of two ways:
+// - inside a process that already runs GNU OpenMP (torch does), on THAT runtime's threads (GOMP_parallel,
+//   looked up at run time, never linked): torch's idle OpenMP workers spin for milliseconds after each torch
+//   op, so a second pool of our own would fight them for the cores. One set of threads per process instead.
+// - otherwise on a tiny work-claiming pool of our own. The caller runs items too and waits only until every
+//   item is DONE, never for a worker to show up. A forked child that inherits no workers still finishes
+//   every call on its own (and never uses the inherited OpenMP state: libgomp is not fork-safe).
 #include <atomic>
 #include <thread>
 #include <vector>
 #include <mutex>
 #include <pthread.h>
+#include <dlfcn.h>
 #include <chrono>
 #if defined(__linux__)
 #include <linux/futex.h>
@@ -39,15 +43,42 @@ struct zd_pool {
 // Never destroyed (workers may outlive static destructors). A forked child starts a fresh pool: it inherits
 // none of the parent's threads, and possibly a mutex some other parent thread held at the fork.
 static zd_pool* zd_pool_ptr = nullptr;
-static void zd_pool_after_fork() { zd_pool_ptr = new zd_pool(); }
+static std::atomic<bool> zd_forked{false};
+static void zd_after_fork_child() {
+  zd_forked.store(true);
+  if (zd_pool_ptr) zd_pool_ptr = new zd_pool();
+}
+__attribute__((unused)) static const int zd_fork_hook = pthread_atfork(nullptr, nullptr, zd_after_fork_child);  // at library load
 static zd_pool& zd_the_pool() {
   static bool once = [] {
-    zd_pool_ptr = new zd_pool();
-    pthread_atfork(nullptr, nullptr, zd_pool_after_fork);
+    if (!zd_pool_ptr) zd_pool_ptr = new zd_pool();
     return true;
   }();
   (void)once;
   return *zd_pool_ptr;
+}
+
+// GOMP_parallel of the libgomp already loaded in this process, or null: none loaded, ZD_KERNEL_THREADS=own
+// in the environment (this library's own pool, for comparisons), or a child forked after this library was
+// loaded (the parent's OpenMP threads do not exist there; torch's own OpenMP ops hang in such a child).
+typedef void (*zd_gomp_parallel_fn)(void (*)(void*), void*, unsigned, unsigned);
+static zd_gomp_parallel_fn zd_gomp() {
+  static zd_gomp_parallel_fn fn = [] {
+    const char* env = getenv("ZD_KERNEL_THREADS");
+    if (env && strcmp(env, "own") == 0) return (zd_gomp_parallel_fn) nullptr;
+    void* lib = dlopen("libgomp.so.1", RTLD_NOLOAD | RTLD_LAZY);
+    return lib ? (zd_gomp_parallel_fn)dlsym(lib, "GOMP_parallel") : (zd_gomp_parallel_fn) nullptr;
+  }();
+  return zd_forked.load(std::memory_order_relaxed) ? nullptr : fn;
+}
+
+struct zd_team_job { zd_item_fn fn; void* ctx; int n; std::atomic<int> next; };
+// Every OpenMP team thread claims items until none are left (a late thread finds nothing to do).
+static void zd_team_body(void* data) {
+  zd_team_job* job = (zd_team_job*)data;
+  for (int i = job->next.fetch_add(1, std::memory_order_relaxed); i < job->n;
+       i = job->next.fetch_add(1, std::memory_order_relaxed))
+    job->fn(job->ctx, i);
 }
 
 static void zd_futex_wait(std::atomic<int>* word, int value) {
@@ -115,6 +146,11 @@ static void zd_parallel(int threads, int n, zd_item_fn fn, void* ctx) {
   if (n <= 0) return;
   if (threads <= 1 || n == 1) {
     for (int i = 0; i < n; ++i) fn(ctx, i);
+    return;
+  }
+  if (zd_gomp_parallel_fn gomp = zd_gomp()) {
+    zd_team_job job{fn, ctx, n, {0}};
+    gomp(zd_team_body, &job, (unsigned)(threads < n ? threads : n), 0);
     return;
   }
   zd_pool& p = zd_the_pool();
