@@ -5,6 +5,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from worker.engine.outputs import primary_output
+
 
 @torch.no_grad()
 def measure_fidelity(teacher: nn.Module, student: nn.Module, images: torch.Tensor, layer_names: list[str],
@@ -29,22 +31,29 @@ def measure_fidelity(teacher: nn.Module, student: nn.Module, images: torch.Tenso
     try:
         for i in range(0, len(images), batch):
             xb = images[i:i + batch]
-            t_out = teacher(xb)
-            s_out = student(xb)  # runs second so each student hook finds the teacher's output of that layer
+            t_out = primary_output(teacher(xb))
+            s_out = primary_output(student(xb))  # runs second so each student hook finds the teacher's output of that layer
             t_flat, s_flat = t_out.reshape(len(xb), -1), s_out.reshape(len(xb), -1)
             cos += float(F.cosine_similarity(s_flat, t_flat, dim=1).sum())
-            if t_out.dim() == 2 and t_out.shape[1] > 1:
-                agree += float((t_out.argmax(1) == s_out.argmax(1)).sum())
-                confidence += float(F.softmax(t_out, 1).amax(1).sum())
-                kl += float(F.kl_div(F.log_softmax(s_out, 1), F.log_softmax(t_out, 1), reduction="sum", log_target=True))
+            if _has_classes(t_out):  # class scores on dim 1: per sample, or per position of a map
+                positions = t_out[:, 0].numel() / len(xb)
+                agree += float((t_out.argmax(1) == s_out.argmax(1)).sum()) / positions
+                confidence += float(F.softmax(t_out, 1).amax(1).sum()) / positions
+                kl += float(F.kl_div(F.log_softmax(s_out, 1), F.log_softmax(t_out, 1), reduction="sum",
+                                     log_target=True)) / positions
             count += len(xb)
     finally:
         for h in handles:
             h.remove()
     out = {"samples": count, "output_cosine": cos / max(count, 1),
            "layers": [{"name": n, "relative_error": (e / d if d > 0 else 0.0)} for n, (e, d) in err.items()]}
-    if t_out.dim() == 2 and t_out.shape[1] > 1:
+    if _has_classes(t_out):
         out["top1_agreement"] = agree / max(count, 1)
         out["mean_kl"] = kl / max(count, 1)
         out["teacher_confidence"] = confidence / max(count, 1)
     return out
+
+
+def _has_classes(out: torch.Tensor) -> bool:
+    """Logits (N, classes) or a class map (N, classes, H, W): top-1 and KL are defined on dim 1."""
+    return out.dim() >= 2 and out.shape[1] > 1

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from worker.engine.outputs import primary_output
 from worker.engine.synthetic import InversionSettings, _BNStatLoss, _tv
 
 
@@ -73,7 +74,7 @@ class ImagePool:
             xin = torch.roll(x, shifts=(dx, dy), dims=(2, 3))
             if bool(torch.rand(1, generator=self.g) < 0.5):
                 xin = torch.flip(xin, dims=(3,))
-        t_logits = self.net(xin)
+        t_logits = primary_output(self.net(xin))
         loss = self.stats.pop() + inv.l2_weight * x.pow(2).mean()
         if x.dim() == 4:
             loss = loss + inv.tv_weight * _tv(x) * x.shape[-1] * x.shape[-2]
@@ -82,7 +83,7 @@ class ImagePool:
             for p in student.parameters():
                 p.requires_grad_(False)  # only input gradients: the student's weights are not touched here
             try:
-                loss = loss + s.competition_weight * _js_agreement(t_logits, student(xin))
+                loss = loss + s.competition_weight * _js_agreement(t_logits, primary_output(student(xin)))
             finally:
                 for p, flag in zip(student.parameters(), grads):
                     p.requires_grad_(flag)

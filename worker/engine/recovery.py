@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from worker.engine.outputs import primary_output
 from worker.progress import Progress
 
 
@@ -111,8 +112,8 @@ def distill(student: nn.Module, teacher: nn.Module, images: torch.Tensor, masks:
                 idx = torch.randint(0, len(images), (min(batch, len(images)),), generator=g)
                 xb = _augment(images[idx], g)
             with torch.no_grad():
-                t_out = teacher(xb)
-            s_out = student(xb)
+                t_out = primary_output(teacher(xb))
+            s_out = primary_output(student(xb))
             loss = F.kl_div(F.log_softmax(s_out / temperature, 1), F.log_softmax(t_out / temperature, 1),
                             reduction="batchmean", log_target=True) * temperature ** 2 if s_out.dim() == 2 else \
                 F.mse_loss(s_out, t_out)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from worker.engine.outputs import primary_output
 from worker.progress import Progress
 
 ALGORITHM_VERSION = 3  # bump when the synthesis changes so old cache entries are not reused
@@ -179,7 +180,7 @@ def _invert_batch(net, stats, input_shape, n, steps, g, settings, device, progre
             xin = torch.flip(xin, dims=(3,))
         if xin.shape[-2:] != (h, w):
             xin = F.interpolate(xin, size=(h, w), mode="bilinear", align_corners=False)
-        logits = net(xin)
+        logits = primary_output(net(xin))
         loss = stats.pop() + settings.tv_weight * _tv(x) * x.shape[-1] * x.shape[-2] + settings.l2_weight * x.pow(2).mean()
         if settings.class_weight > 0 and logits.dim() == 2 and logits.shape[1] > 1:
             if labels is None:

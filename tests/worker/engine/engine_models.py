@@ -46,3 +46,20 @@ class Depthwise(nn.Module):
 def seeded(cls, seed=0):
     torch.manual_seed(seed)
     return cls().eval()
+
+
+class SegmentationWithAuxHead(nn.Module):
+    """Two outputs: a per-pixel class map (N, 4, H, W) and an auxiliary (N, 2) head."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.classifier = nn.Conv2d(8, 4, 1)
+        self.aux = nn.Linear(8, 2)
+
+    def forward(self, x):
+        features = torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+        return self.classifier(features), self.aux(features.mean((2, 3)))

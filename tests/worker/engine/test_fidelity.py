@@ -37,3 +37,26 @@ def test_known_perturbations_give_known_numbers():
     assert out["mean_kl"] == pytest.approx(float(kl), rel=1e-4)
     cos = torch.nn.functional.cosine_similarity(t_logits, torch.arange(10.0).expand(24, 10), dim=1).mean()
     assert out["output_cosine"] == pytest.approx(float(cos), rel=1e-5)
+
+
+def test_class_maps_are_compared_per_position():
+    """A segmentation-style output (N, classes, H, W): agreement is the share of positions whose top class matches."""
+    teacher = torch.nn.Conv2d(3, 4, 1)
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        student.weight.zero_()
+        student.bias.copy_(torch.tensor([0.0, 0.0, 5.0, 0.0]))  # the student says class 2 everywhere
+    out = measure_fidelity(teacher, student, X, [])
+    expected = float((teacher(X).argmax(1) == 2).float().mean())
+    assert 0.0 < expected < 1.0
+    assert out["top1_agreement"] == pytest.approx(expected, rel=1e-5)
+    same = measure_fidelity(teacher, copy.deepcopy(teacher), X, [])
+    assert same["top1_agreement"] == 1.0 and same["mean_kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_models_with_several_outputs_are_measured_on_the_first():
+    from tests.worker.engine.engine_models import SegmentationWithAuxHead, seeded
+
+    teacher = seeded(SegmentationWithAuxHead)
+    out = measure_fidelity(teacher, copy.deepcopy(teacher), X, ["conv1"])
+    assert out["top1_agreement"] == 1.0 and out["output_cosine"] == pytest.approx(1.0, abs=1e-5)

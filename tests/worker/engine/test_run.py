@@ -109,3 +109,22 @@ def test_torchscript_run(tmp_path):
     script = torch.jit.load(str(tmp_path / "out" / "model.pt"))
     masks, _ = read_masks(tmp_path / "out" / "masks.safetensors")
     check_masks_match(masks, script.state_dict(), entries=4)
+
+
+def test_model_with_two_outputs_keeps_both(tmp_path):
+    """A segmentation map plus an auxiliary head: pruned, saved with both outputs, fidelity on the first."""
+    from tests.worker.engine.engine_models import SegmentationWithAuxHead, seeded
+
+    model = seeded(SegmentationWithAuxHead)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(16, *INPUT_SHAPE[1:]))  # non-trivial BatchNorm statistics
+    model.eval()
+    program = torch.export.export(model, (torch.randn(*INPUT_SHAPE),))
+    torch.export.save(program, str(tmp_path / "seg.pt2"))
+    report = compress_file(tmp_path / "seg.pt2", tmp_path / "out", small_config(), RecordingProgress())
+    assert 0.0 <= report["fidelity"]["top1_agreement"] <= 1.0
+    seg, aux = torch.export.load(str(tmp_path / "out" / "model.pt2")).module()(torch.randn(*INPUT_SHAPE))
+    assert seg.shape == (1, 4, *INPUT_SHAPE[2:]) and aux.shape == (1, 2)
+    masks, _ = read_masks(tmp_path / "out" / "masks.safetensors")
+    assert list(masks) == ["conv2.weight"]  # conv1 is the 3-channel stem, left dense by default
