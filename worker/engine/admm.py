@@ -14,6 +14,7 @@ import torch
 
 from worker.engine.connectivity import keep_kernels
 from worker.engine.layer_stats import LayerStats
+from worker.engine.obs_select import inverse_blocks, obs_project, sequential_obs_project
 from worker.engine.patterns import best_patterns, expand_mask
 
 
@@ -91,26 +92,54 @@ def _cg_masked(Hn: torch.Tensor, rhs: torch.Tensor, M: torch.Tensor, iters: int 
     return X * M
 
 
+SELECTIONS = ("euclidean", "obs-dense", "obs-final", "obs-admm", "obs-seq")
+
+
 def admm_prune(weight0: torch.Tensor, st: LayerStats, masks: torch.Tensor, rate: float, scale: torch.Tensor,
-               iterations: int = 30, rho0: float = 1e-3, rho_growth: float = 1.4, ridge: float = 1e-4) -> PruneResult:
-    """Prune one 3x3 conv: ADMM towards the set, hard projection, masked least squares on the fixed mask."""
-    cout = weight0.shape[0]
+               iterations: int = 30, rho0: float = 1e-3, rho_growth: float = 1.4, ridge: float = 1e-4,
+               selection: str = "euclidean", obs_damp: float = 1e-2) -> PruneResult:
+    """Prune one 3x3 conv: ADMM towards the set, hard projection, masked least squares on the fixed mask.
+    `selection` prices the masks: "euclidean" (magnitude of the ADMM iterate), "obs-final" (ADMM as before, the
+    final mask by the loss each choice costs, obs_select.py), "obs-admm" (every Z-step priced that way too),
+    "obs-dense" (no ADMM: the loss-priced mask of the unconstrained least-squares optimum)."""
+    if selection not in SELECTIONS:
+        raise ValueError(f"unknown mask selection {selection!r}")
+    cout, cin = weight0.shape[:2]
     s = scale.double().to(st.H.device).clamp_min(float(scale.abs().max()) * 1e-6 + 1e-12)[:, None]
     h = float(st.H.diagonal().mean()) or 1.0
     Hn, Bn = st.H / h, st.B.T / h * s  # scaled space: w~ = s w
     # one eigendecomposition serves every rho: (H + rho I)^-1 = Q diag(1 / (lambda + rho)) Q^T
-    evals, Q = torch.linalg.eigh(Hn) if iterations else (None, None)
-    W = weight0.reshape(cout, -1).double().to(Hn.device) * s
+    need_eig = iterations or selection != "euclidean"
+    evals, Q = torch.linalg.eigh(Hn) if need_eig else (None, None)
+    W0 = weight0.reshape(cout, -1).double().to(Hn.device) * s
+    blocks = None
+    if selection != "euclidean":
+        blocks = inverse_blocks((Q / (evals.clamp_min(0) + obs_damp)) @ Q.T, cin)
+
+    def select(V):
+        if blocks is None:
+            return project(V.reshape(weight0.shape), masks.double(), rate)
+        return obs_project(V.reshape(weight0.shape), blocks, masks.double(), rate)
+
+    if selection in ("obs-dense", "obs-seq"):
+        W = (((Bn + ridge * W0) @ Q) / (evals.clamp_min(0) + ridge)) @ Q.T
+        if selection == "obs-seq":
+            Hd = Hn + obs_damp * torch.eye(Hn.shape[0], dtype=Hn.dtype, device=Hn.device)
+            mask, idx = sequential_obs_project(W.reshape(weight0.shape), Hd, masks, rate, blocks)
+        else:
+            mask, idx = select(W)
+        return _finish(weight0, st, mask, idx, scale, ridge)
+    W = W0
     Z, U = W.clone(), torch.zeros_like(W)
     rho = rho0
     for _ in range(iterations):
         W = (((Bn + rho * (Z - U)) @ Q) / (evals.clamp_min(0) + rho)) @ Q.T
-        m, _ = project((W + U).reshape(weight0.shape), masks.double(), rate)
+        m, _ = select(W + U) if selection == "obs-admm" else project((W + U).reshape(weight0.shape), masks.double(), rate)
         Z = (W + U) * m.reshape(cout, -1)
         U = U + W - Z
         rho *= rho_growth
     final = W + U if iterations else W
-    mask, idx = project(final.reshape(weight0.shape), masks.double(), rate)
+    mask, idx = select(final)
     return _finish(weight0, st, mask, idx, scale, ridge)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from worker.engine.admm import SELECTIONS
 from worker.engine.config import CompressionConfig
 from worker.engine.connectivity import check_rate
 from worker.engine.errors import EngineError, InvalidConfigError, UnsupportedModelError
@@ -72,6 +73,11 @@ def validate_config(config: CompressionConfig, input_shape: tuple[int, ...]) -> 
     pool_settings(config)
     if not isinstance(config.extra.get("bn_correction", False), bool):
         raise InvalidConfigError("extra.bn_correction must be true or false")
+    if not isinstance(config.extra.get("residual_targets", False), bool):
+        raise InvalidConfigError("extra.residual_targets must be true or false")
+    if config.extra.get("mask_selection", "euclidean") not in SELECTIONS:
+        raise InvalidConfigError(f"extra.mask_selection must be one of {', '.join(SELECTIONS)}, "
+                                 f"got {config.extra.get('mask_selection')!r}")
     if config.extra.get("method", "admm") not in METHODS:
         raise InvalidConfigError(f"extra.method must be one of {', '.join(METHODS)}, got {config.extra.get('method')!r}")
 
@@ -135,7 +141,9 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
     layers = execution_order(student, torch.zeros(2, *input_shape[1:], device=device))
     plan = PrunePlan(torch.zeros(0, 9), {}, admm_iterations=config.admm_iterations,
                      linear_sparsity=config.linear_sparsity, linear_rate=config.linear_rate,
-                     method=config.extra.get("method", "admm"), bn_correction=config.extra.get("bn_correction", True))
+                     method=config.extra.get("method", "admm"), bn_correction=config.extra.get("bn_correction", True),
+                     selection=config.extra.get("mask_selection", "euclidean"),
+                     residual_targets=config.extra.get("residual_targets", False))
     pruned = [l for l in layers if prunes(l, plan, config)]
     three = [l for l in pruned if l.kind in (CONV3X3, FIRST_CONV)]
     depthwise = [l for l in pruned if l.kind == DEPTHWISE]

@@ -63,7 +63,9 @@ def capture(model: nn.Module, layer: nn.Module, x: torch.Tensor, what: str) -> t
 
 
 def accumulate(student: nn.Module, s_layer: nn.Module, teacher: nn.Module, t_layer: nn.Module,
-               images: torch.Tensor, batch: int) -> LayerStats:
+               images: torch.Tensor, batch: int, target_shift=None) -> LayerStats:
+    """`target_shift` (optional, batch -> tensor shaped like the layer output) is added to the teacher's output:
+    what the layer should produce beyond it (residual_targets.py)."""
     H = B = yy = a_sum = y_sum = None
     rows = 0
     for i in range(0, len(images), batch):
@@ -72,6 +74,8 @@ def accumulate(student: nn.Module, s_layer: nn.Module, teacher: nn.Module, t_lay
         y_t = capture(teacher, t_layer, xb, "output")
         if getattr(t_layer, "bias", None) is not None:
             y_t = y_t - (t_layer.bias.view(1, -1, *([1] * (y_t.dim() - 2))) if y_t.dim() > 2 else t_layer.bias)
+        if target_shift is not None:
+            y_t = y_t + target_shift(xb).to(y_t)
         y = output_rows(t_layer, y_t).double()
         if H is None:
             H, B = a.T @ a, a.T @ y

@@ -11,6 +11,7 @@ from torch import nn
 from worker.engine.admm import PruneResult, admm_prune, magnitude_prune, objective, solve_masked
 from worker.engine.layer_stats import LayerStats, accumulate
 from worker.engine.layers import CONV1X1, CONV3X3, DEPTHWISE, FIRST_CONV, LINEAR, PrunableLayer
+from worker.engine.residual_targets import ResidualTarget, bn_slope, shortcut_node
 from worker.engine.sparsity import linear_mask
 from worker.progress import Progress
 
@@ -26,6 +27,9 @@ class PrunePlan:
     bn_correction: bool = True  # effect measured within noise (+-0.7 points), see docs/benchmarks/engine.md
     batch: int = 64
     ridge: float = 1e-4  # pull towards the original weights in the refit (relative to mean input energy)
+    selection: str = "euclidean"  # how masks are priced, see admm.admm_prune
+    obs_damp: float = 1e-2
+    residual_targets: bool = False  # fit convs feeding a residual add to repair the sum (residual_targets.py)
 
 
 def bn_scale(bn: nn.Module | None, cout: int) -> torch.Tensor:
@@ -63,13 +67,19 @@ def prune_sequentially(student: nn.Module, teacher: nn.Module, layers: list[Prun
         if plan.method == "magnitude-only" or layer.kind == DEPTHWISE:
             st = None  # depthwise: one input channel per kernel, projection only (no refit yet)
         else:
-            st = accumulate(student, s_layer, teacher, t_layer, images, plan.batch)
+            shift = None
+            if plan.residual_targets:
+                node = shortcut_node(student, layer.name, layer.bn_name)
+                if node is not None:
+                    shift = ResidualTarget(student, teacher, node.name, bn_slope(bn, w0.shape[0]))
+            st = accumulate(student, s_layer, teacher, t_layer, images, plan.batch, target_shift=shift)
         if layer.kind == DEPTHWISE:
             res = magnitude_prune(w0, None, plan.library_masks, plan.rates.get(layer.name, 0.0), scale, refit=False)
         elif layer.kind in (CONV3X3, FIRST_CONV):
             rate = plan.rates.get(layer.name, 0.0)
             if plan.method == "admm":
-                res = admm_prune(w0, st, plan.library_masks, rate, scale, plan.admm_iterations, ridge=plan.ridge)
+                res = admm_prune(w0, st, plan.library_masks, rate, scale, plan.admm_iterations, ridge=plan.ridge,
+                                 selection=plan.selection, obs_damp=plan.obs_damp)
             else:
                 res = magnitude_prune(w0, st, plan.library_masks, rate, scale, refit=plan.method == "magnitude",
                                       ridge=plan.ridge)
