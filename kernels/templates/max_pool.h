@@ -5,11 +5,24 @@
 
 struct zd_pool_ctx { const float* x; float* y; int planes, H, W, k, s, p, Ho, Wo, relu, per_item; };
 
-// Window max along a row of colmax (padded with `init` on both sides, so no bounds checks); k = 3, s = 2
-// (the ResNet stem) gets its own loop the compiler unrolls.
-static inline void zd_row_max(const float* __restrict cp, float* __restrict out, int Wo, int k, int s) {
+// Window max along a row of colmax (padded with `init` on both sides, so no bounds checks; n floats readable);
+// k = 3, s = 2 (the ResNet stem) gets its own loop, 16 outputs per step with AVX-512 (even/odd lanes split by
+// two-source permutes: the scalar loop was most of the pool's time).
+static inline void zd_row_max(const float* __restrict cp, float* __restrict out, int Wo, int k, int s, int n) {
   if (k == 3 && s == 2) {
-    for (int ox = 0; ox < Wo; ++ox) {
+    int ox = 0;
+#if defined(__AVX512F__)
+    alignas(64) static const int32_t even_idx[16] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    const __m512i even = _mm512_load_si512(even_idx), odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    for (; ox + 16 <= Wo && 2 * ox + 34 <= n; ox += 16) {
+      const float* c = cp + 2 * ox;  // outputs ox..ox+15 read c[0..32]
+      const __m512 a0 = _mm512_loadu_ps(c), a1 = _mm512_loadu_ps(c + 16);
+      const __m512 b0 = _mm512_loadu_ps(c + 2), b1 = _mm512_loadu_ps(c + 18);
+      const __m512 m = _mm512_max_ps(_mm512_permutex2var_ps(a0, even, a1), _mm512_permutex2var_ps(a0, odd, a1));
+      _mm512_storeu_ps(out + ox, _mm512_max_ps(m, _mm512_permutex2var_ps(b0, even, b1)));
+    }
+#endif
+    for (; ox < Wo; ++ox) {
       const float a = cp[2 * ox], b = cp[2 * ox + 1], c = cp[2 * ox + 2];
       const float m = a > b ? a : b;
       out[ox] = c > m ? c : m;
@@ -46,7 +59,7 @@ static void zd_max_pool_item(void* vctx, int item) {
         const float* __restrict row = xp + (size_t)iy * c->W;
         for (int ix = 0; ix < c->W; ++ix) cm[ix] = row[ix] > cm[ix] ? row[ix] : cm[ix];
       }
-      zd_row_max(colmax, yp + (size_t)oy * c->Wo, c->Wo, c->k, c->s);
+      zd_row_max(colmax, yp + (size_t)oy * c->Wo, c->Wo, c->k, c->s, Wp);
     }
   }
 }

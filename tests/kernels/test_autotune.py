@@ -81,6 +81,15 @@ def test_tuning_times_every_candidate_and_dense(tuned):
         assert_close(kernels.load(package_dir)(x), model(x))
 
 
+def test_a_same_shape_layer_times_only_the_tile_the_first_one_chose(tuned):
+    _, _, manifest = tuned
+    first, second = [layer for layer in manifest["layers"] if "spec" in layer]  # both 8->8, same density
+    assert len(first["candidates"]) > 1 and "tile_tuned_on" not in first
+    fastest = min((c for c in first["candidates"] if c["max_rel_error"] <= 1e-4), key=lambda c: c["ms"])
+    assert second["tile_tuned_on"] == first["name"]
+    assert [c["tile"] for c in second["candidates"]] == [fastest["tile"]]
+
+
 def test_whole_model_slower_than_dense_ships_all_dense(tmp_path, tmp_path_factory, monkeypatch):
     def compiled_looks_slower(fns, **kwargs):
         return {name: (2.0 if name == "compiled" else 1.0) for name in fns}

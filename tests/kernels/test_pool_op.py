@@ -50,7 +50,7 @@ def test_pools_in_the_loaded_graph_are_compiled_and_the_stem_relu_is_fused(loade
 def test_compiled_pool_equals_torch(loaded, kernel, stride, padding, relu):
     fn = next(m for m in loaded[1].modules() if isinstance(m, CompiledMaxPool))._fn
     pool = CompiledMaxPool(fn, kernel, stride, padding, relu)
-    for shape in ((2, 3, 11, 9), (1, 1, 5, 5), (1, 4, 1 + 2 * padding + kernel, kernel)):
+    for shape in ((2, 3, 11, 9), (1, 1, 5, 5), (1, 4, 1 + 2 * padding + kernel, kernel), (1, 2, 5, 75)):
         if shape[2] + 2 * padding < kernel or shape[3] + 2 * padding < kernel:
             continue
         x = torch.randn(shape)
