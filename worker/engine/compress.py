@@ -143,7 +143,7 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
                      linear_sparsity=config.linear_sparsity, linear_rate=config.linear_rate,
                      method=config.extra.get("method", "admm"), bn_correction=config.extra.get("bn_correction", True),
                      selection=config.extra.get("mask_selection", "euclidean"),
-                     residual_targets=config.extra.get("residual_targets", False))
+                     residual_targets=config.extra.get("residual_targets", True))
     pruned = [l for l in layers if prunes(l, plan, config)]
     three = [l for l in pruned if l.kind in (CONV3X3, FIRST_CONV)]
     depthwise = [l for l in pruned if l.kind == DEPTHWISE]
