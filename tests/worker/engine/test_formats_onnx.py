@@ -195,6 +195,47 @@ def test_hand_built_graph_of_supported_ops_matches_onnxruntime(tmp_path):
     assert_matches_ort(tmp_path / "out.onnx", loaded.module, x)
 
 
+def assert_traces_with_dynamic_batch(module, x):
+    """The kernel compiler runs torch.export on the converted module: in-graph shape arithmetic must not
+    turn sizes into data (a reshape target read from a buffer or tensor is data-dependent to torch.export)."""
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(module, (x,), dynamic_shapes=({0: batch},))
+    for n in (1, 5):
+        xb = torch.randn(n, *x.shape[1:])
+        torch.testing.assert_close(program.module()(xb), module(xb), rtol=1e-5, atol=1e-5)
+
+
+class ViewHead(nn.Module):
+    """`x.view(x.size(0), -1)`: the legacy exporter computes the target with Shape/Gather/Unsqueeze/Concat."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 4 * 4, 5)
+
+    def forward(self, x):
+        y = nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x)), 4)
+        return self.fc(y.view(y.size(0), -1))
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_exported_shape_arithmetic_stays_traceable(tmp_path, dynamo):
+    path = tmp_path / "view.onnx"
+    torch.manual_seed(0)
+    torch.onnx.export(ViewHead().eval(), (torch.randn(2, 3, 16, 16),), str(path), input_names=["x"],
+                      dynamo=dynamo, external_data=False,
+                      **({"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamo else {"dynamic_axes": {"x": {0: "n"}}}))
+    loaded = load_model(path)
+    x = torch.randn(3, 3, 16, 16)
+    assert_matches_ort(path, loaded.module, x)
+    assert_traces_with_dynamic_batch(loaded.module, x)
+
+
+def test_hand_built_shape_ops_stay_traceable(tmp_path):
+    loaded = load_model(_graph_with_many_ops(tmp_path / "many.onnx"))
+    assert_traces_with_dynamic_batch(loaded.module, torch.randn(2, 3, 8, 8))
+
+
 def test_unsupported_op_is_named(tmp_path):
     w = numpy_helper.from_array(np.ones((2, 3, 3, 3), np.float32), "w")
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),

@@ -22,6 +22,7 @@ from torch import fx, nn
 from worker.engine import archive_safety
 from worker.engine.errors import CorruptModelError, UnsupportedModelError
 from worker.engine.formats import onnx_ops as ops
+from worker.engine.formats import onnx_shapes as shapes
 from worker.engine.formats.model import LoadedModel
 from worker.engine.formats.onnx_names import (attribute_value, identifier, normalise_attrs, numpy_dtype,
                                                 scope_path, to_torch)
@@ -47,6 +48,12 @@ _FUNCTIONS = {
     "MatMul": ops.matmul, "Gemm": ops.gemm,
 }
 _MODULE_OPS = {"Conv", "BatchNormalization", "Gemm", "MatMul", "Constant"}
+# Inputs that the op functions take as Python ints/lists: constants go in as values, not buffers, so
+# torch.export sees fixed sizes (a buffer's values are data to it), and shape values go in as they are.
+_LIST_INPUTS = {"Reshape": {1}, "Expand": {1}, "ConstantOfShape": {0}, "Slice": {1, 2, 3, 4}, "Squeeze": {1},
+                "Unsqueeze": {1}, "ReduceMean": {1}, "ReduceSum": {1}, "ReduceMax": {1}, "Split": {1},
+                "Pad": {1, 2, 3}}
+_INTEGER_TYPES = {6, 7}  # ONNX int32, int64
 SUPPORTED_OPS = sorted(set(_FUNCTIONS) | _MODULE_OPS)
 
 
@@ -102,6 +109,7 @@ class _Converter:
         self.ranks, self.elem_types = self._value_types()
         self.input_shape: tuple[int, ...] | None = None
         self.conv_count = self.bn_count = 0
+        self.shape_values: set[str] = set()  # runtime values held as Python ints/lists (see onnx_shapes)
 
     # -- driver ---------------------------------------------------------------------------------
     def convert(self) -> fx.GraphModule:
@@ -204,6 +212,9 @@ class _Converter:
             inputs = [inputs[0], torch.empty(0, dtype=self.elem_types[node.input[1]])]  # only its dtype matters
         if node.op_type == "Clip" and len(inputs) > 1:
             inputs = inputs + [None] * (3 - len(inputs))
+        if self._computes_a_shape(node, attrs):
+            self._shape_function(node, inputs, attrs)
+            return
         if all(not isinstance(v, fx.Node) for v in inputs):
             result = fn(*inputs, **attrs)  # constant folding
             if isinstance(result, tuple):
@@ -212,13 +223,34 @@ class _Converter:
             else:
                 self.consts[node.output[0]] = result
             return
-        args = tuple(self._arg(name, value) for name, value in zip(node.input, inputs))
+        list_inputs = _LIST_INPUTS.get(node.op_type, set())
+        args = tuple(self._function_arg(name, value, i in list_inputs) for i, (name, value) in enumerate(zip(node.input, inputs)))
         call = self.graph.call_function(fn, args, attrs)
         if node.op_type == "Split":
             for i, name in enumerate(node.output):
                 self.env[name] = self.graph.call_function(_getitem, (call, i))
         else:
             self.env[node.output[0]] = call
+
+    def _function_arg(self, name: str, value, as_list: bool):
+        if isinstance(value, torch.Tensor) and as_list:
+            return value.tolist()
+        if name in self.shape_values and not as_list:
+            return self.graph.call_function(shapes.to_tensor, (value,))
+        return self._arg(name, value)
+
+    def _computes_a_shape(self, node, attrs) -> bool:
+        """Shape of a runtime tensor, or integer arithmetic on such a shape."""
+        if node.op_type == "Shape":
+            return node.input[0] in self.env
+        if node.op_type == "Cast" and attrs.get("to") not in _INTEGER_TYPES:
+            return False
+        return node.op_type in shapes.FUNCTIONS and any(name in self.shape_values for name in node.input)
+
+    def _shape_function(self, node, inputs, attrs) -> None:
+        args = tuple(shapes.as_shape_value(v) if isinstance(v, torch.Tensor) else v for v in inputs)
+        self.env[node.output[0]] = self.graph.call_function(shapes.FUNCTIONS[node.op_type], args, attrs)
+        self.shape_values.add(node.output[0])
 
     def _conv(self, node, inputs, attrs, where) -> None:
         x, weight, bias = (inputs + [None, None])[:3]

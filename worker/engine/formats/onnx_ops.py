@@ -19,9 +19,12 @@ DTYPES = {1: torch.float32, 2: torch.uint8, 3: torch.int8, 5: torch.int16, 6: to
 
 
 def _ints(value) -> list[int]:
+    """Sizes/axes from a tensor or from a shape value; symbolic sizes (a dynamic batch) stay symbolic."""
     if isinstance(value, torch.Tensor):
         return [int(v) for v in value.reshape(-1).tolist()]
-    return [int(v) for v in value]
+    if not isinstance(value, (list, tuple)):
+        value = [value]
+    return [v if isinstance(v, torch.SymInt) else int(v) for v in value]
 
 
 def _axis(axis: int, rank: int) -> int:
@@ -209,7 +212,7 @@ def pad(x, pads=None, constant_value=None, axes=None, mode="constant", value=0.0
     torch_pads = []
     for a in range(rank - 1, min(padded, default=rank - 1) - 1, -1):  # torch lists the last dim first
         torch_pads += [begin.get(a, 0), end.get(a, 0)]
-    fill = value if constant_value is None else float(constant_value.reshape(-1)[0])
+    fill = value if constant_value is None else float(torch.as_tensor(constant_value).reshape(-1)[0])
     torch_mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}[mode]
     if torch_mode == "constant":
         return F.pad(x, torch_pads, mode="constant", value=fill)
