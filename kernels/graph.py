@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx
 
+from kernels.errors import KernelError
 from kernels.fold import CONV_TARGETS, conv_weight_and_bias, fold_batchnorm, remove_unused_attributes
 from kernels.graph_ops import COMPILED_CONV
 
@@ -16,8 +17,9 @@ ADD_TARGETS = (aten.add.Tensor, aten.add_.Tensor)
 MAX_BATCH = 4096
 
 
-class GraphError(ValueError):
-    """The model cannot be exported to a graph the compiler can work on."""
+class GraphError(KernelError, ValueError):
+    """The model cannot be exported to a graph the compiler can work on (the pipeline then delivers the
+    pruned model without a sparse package, with a warning)."""
 
 
 @dataclass

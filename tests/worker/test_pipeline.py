@@ -77,3 +77,18 @@ def test_existing_output_folder_is_kept_unless_forced(tiny_pt2, tmp_path):
     assert sorted(p.name for p in (tmp_path / "job").iterdir()) == ["masks.safetensors", "model.pt2",
                                                                    "report.html", "report.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job"]
+
+
+def test_model_with_two_outputs_is_compiled_and_measured(tmp_path):
+    """A segmentation map plus an auxiliary head: the package returns both outputs, checked against dense."""
+    from tests.worker.engine.engine_models import SegmentationWithAuxHead, seeded
+
+    model = seeded(SegmentationWithAuxHead)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(model, (torch.randn(2, 3, 16, 16),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(tmp_path / "seg.pt2"))
+    report = run_pipeline(tmp_path / "seg.pt2", tmp_path / "job", {**TINY_BUDGET, "tune": False, "bench_runs": 3},
+                          RecordingProgress(), cache_dir=tmp_path / "cache")
+    assert "warnings" not in report or not any("sparse kernels" in w for w in report["warnings"])
+    assert report["speed"]["batches"]["1"]["max_rel_error"] < 1e-4
+    assert (tmp_path / "job" / "sparse.zip").exists()
