@@ -30,7 +30,7 @@ METHODS = {
                                            extra={"method": "magnitude-only", "bn_correction": False}),
     "ADMM + gaussian (paper)": dict(synthetic="gaussian", recovery_steps=0, bn_recalibration=False),
     "ADMM + bn-inversion": dict(recovery_steps=0, bn_recalibration=False),
-    "ADMM + bn-inversion + BN recalibration, layer targets only (before residual targets)": dict(
+    "ADMM + bn-inversion + BN recalibration with layer targets only (before residual targets)": dict(
         recovery_steps=0, extra={"residual_targets": False}),
     "ADMM + bn-inversion + BN recalibration": dict(recovery_steps=0),
     "ADMM + bn-inversion + BN recalibration + distillation on fixed inputs": dict(
