@@ -236,6 +236,49 @@ def test_hand_built_shape_ops_stay_traceable(tmp_path):
     assert_traces_with_dynamic_batch(loaded.module, torch.randn(2, 3, 8, 8))
 
 
+class SegmentationNet(nn.Module):
+    """Resize (bilinear up, nearest up), PReLU and LogSoftmax: what segmentation exports carry."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.act = nn.PReLU(8)
+        self.classes = nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.act(self.down(x))
+        y = nn.functional.interpolate(y, scale_factor=2, mode="nearest") + \
+            nn.functional.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.log_softmax(self.classes(y), 1)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_segmentation_ops_match_onnxruntime(tmp_path, dynamo):
+    path = tmp_path / "seg.onnx"
+    torch.manual_seed(0)
+    torch.onnx.export(SegmentationNet().eval(), (torch.randn(2, 3, 12, 20),), str(path), input_names=["x"],
+                      dynamo=dynamo, external_data=False, opset_version=17,
+                      **({"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamo else {"dynamic_axes": {"x": {0: "n"}}}))
+    assert {"Resize", "PRelu", "LogSoftmax"} <= {n.op_type for n in onnx.load(str(path)).graph.node}
+    loaded = load_model(path)
+    x = torch.randn(3, 3, 12, 20)
+    assert_matches_ort(path, loaded.module, x)
+    assert_traces_with_dynamic_batch(loaded.module, x)
+
+
+def test_resize_without_a_torch_twin_is_named(tmp_path):
+    w = numpy_helper.from_array(np.ones((2, 3, 3, 3), np.float32), "w")
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Resize", ["c", "", "scales"], ["y"], mode="linear",
+                              coordinate_transformation_mode="tf_crop_and_resize", name="odd_resize")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 16, 16])], [w, scales])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "r.onnx"))
+    with pytest.raises(UnsupportedModelError, match="Resize.*odd_resize.*tf_crop_and_resize"):
+        load_model(tmp_path / "r.onnx")
+
+
 def test_unsupported_op_is_named(tmp_path):
     w = numpy_helper.from_array(np.ones((2, 3, 3, 3), np.float32), "w")
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),

@@ -45,14 +45,15 @@ _FUNCTIONS = {
     "Split": ops.split, "Pad": ops.pad, "GlobalAveragePool": ops.global_average_pool,
     "GlobalMaxPool": ops.global_max_pool, "AveragePool": ops.average_pool, "MaxPool": ops.max_pool,
     "ReduceMean": ops.reduce_mean, "ReduceSum": ops.reduce_sum, "ReduceMax": ops.reduce_max,
-    "MatMul": ops.matmul, "Gemm": ops.gemm,
+    "MatMul": ops.matmul, "Gemm": ops.gemm, "PRelu": ops.prelu, "LogSoftmax": ops.log_softmax,
+    "Resize": ops.resize,
 }
 _MODULE_OPS = {"Conv", "BatchNormalization", "Gemm", "MatMul", "Constant"}
 # Inputs that the op functions take as Python ints/lists: constants go in as values, not buffers, so
 # torch.export sees fixed sizes (a buffer's values are data to it), and shape values go in as they are.
 _LIST_INPUTS = {"Reshape": {1}, "Expand": {1}, "ConstantOfShape": {0}, "Slice": {1, 2, 3, 4}, "Squeeze": {1},
                 "Unsqueeze": {1}, "ReduceMean": {1}, "ReduceSum": {1}, "ReduceMax": {1}, "Split": {1},
-                "Pad": {1, 2, 3}}
+                "Pad": {1, 2, 3}, "Resize": {2, 3}}
 _INTEGER_TYPES = {6, 7}  # ONNX int32, int64
 SUPPORTED_OPS = sorted(set(_FUNCTIONS) | _MODULE_OPS)
 

@@ -11,6 +11,7 @@ import torch
 from onnx import numpy_helper
 
 from worker.engine.errors import UnsupportedModelError
+from worker.engine.formats import onnx_ops as ops
 
 
 def normalise_attrs(op_type: str, attrs: dict, where: str, opset: int) -> dict:
@@ -32,6 +33,13 @@ def normalise_attrs(op_type: str, attrs: dict, where: str, opset: int) -> dict:
         attrs["_opset"] = opset
     if op_type == "Dropout":
         attrs = {}
+    if op_type == "Resize" and opset < 11:
+        raise UnsupportedModelError(f"Resize {where} is from opset {opset}; export with opset 11 or newer")
+    if op_type == "Resize" and ops.resize_mode(**attrs) is None:
+        raise UnsupportedModelError(f"Resize {where} with {attrs} has no exact torch equivalent; supported: "
+                                    "nearest (asymmetric, floor), linear and cubic (half_pixel or align_corners)")
+    if op_type == "LogSoftmax":
+        attrs.setdefault("axis", -1 if opset >= 13 else 1)
     return attrs
 
 

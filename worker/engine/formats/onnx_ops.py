@@ -280,3 +280,42 @@ def gemm(a, b, c=None, alpha=1.0, beta=1.0, transA=0, transB=0):  # noqa: N803 (
 def conv_pad(x, pads):
     """Asymmetric conv padding, applied before an unpadded nn.Conv2d. `pads` is ONNX order."""
     return F.pad(x, [pads[1], pads[3], pads[0], pads[2]])
+
+
+# -- activations and resampling added for segmentation-style graphs -----------------------------
+def prelu(x, slope):
+    return torch.where(x >= 0, x, x * slope)
+
+
+def log_softmax(x, axis=-1):
+    return torch.log_softmax(x, axis)
+
+
+# ONNX Resize attributes -> F.interpolate settings; combinations not listed have no exact torch twin.
+_RESIZE_MODES = {
+    ("nearest", "asymmetric", "floor"): ("nearest", None),
+    ("linear", "half_pixel", None): ("bilinear", False),
+    ("linear", "pytorch_half_pixel", None): ("bilinear", False),
+    ("linear", "align_corners", None): ("bilinear", True),
+    ("cubic", "half_pixel", None): ("bicubic", False),
+    ("cubic", "align_corners", None): ("bicubic", True),
+}
+
+
+def resize_mode(mode="nearest", coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_floor",
+                cubic_coeff_a=-0.75, antialias=0, exclude_outside=0, **_):
+    """The F.interpolate (mode, align_corners) for these Resize attributes, or None if torch has no twin."""
+    if antialias or exclude_outside or (mode == "cubic" and cubic_coeff_a != -0.75):
+        return None
+    return _RESIZE_MODES.get((mode, coordinate_transformation_mode, nearest_mode if mode == "nearest" else None))
+
+
+def resize(x, roi=None, scales=None, sizes=None, **attrs):
+    torch_mode, align_corners = resize_mode(**attrs)
+    if sizes is not None and len(_ints(sizes)):
+        return F.interpolate(x, size=_ints(sizes)[2:], mode=torch_mode, align_corners=align_corners)
+    factors = [float(s) for s in torch.as_tensor(scales).reshape(-1).tolist()] if isinstance(scales, torch.Tensor) \
+        else [float(s) for s in scales]
+    if factors[:2] != [1.0, 1.0]:
+        raise ValueError("Resize of the batch or channel dimension is not supported")
+    return F.interpolate(x, scale_factor=factors[2:], mode=torch_mode, align_corners=align_corners)
