@@ -116,13 +116,18 @@ class _Compiler:
                                  "kernels": compact.n_kernels, "nnz": compact.nnz}})
         return entry, (spec, compact)
 
-    def tune(self, site: ConvSite, spec: ConvSpec, compact, x, residual, check_batches=(), tiles=None) -> LayerChoice:
-        """Build every candidate tile of one layer (or just `tiles`) into one library, time them against dense;
-        then time the winner at each larger batch of `check_batches` too (`choice.batch_checks`,
+    def variants(self, spec: ConvSpec, tiles=None) -> list[tuple[ConvSpec, object]]:
+        """(spec renamed per tile, tile) for every candidate tile of a layer, or just `tiles`."""
+        return [(dataclasses.replace(spec, name=f"{spec.name}_{t.label}"), t)
+                for t in (tiles or self.candidate_tiles(spec, self.isa))]
+
+    def tune(self, site: ConvSite, spec: ConvSpec, compact, x, residual, check_batches=(), tiles=None,
+             library: Path | None = None) -> LayerChoice:
+        """Time every candidate tile of one layer (or just `tiles`) against dense, from `library` or one built
+        here; then time the winner at each larger batch of `check_batches` too (`choice.batch_checks`,
         `choice.dense_from_batch`)."""
-        variants = [(dataclasses.replace(spec, name=f"{spec.name}_{t.label}"), t)
-                    for t in (tiles or self.candidate_tiles(spec, self.isa))]
-        library = self.build([(s, compact, t) for s, t in variants])
+        variants = self.variants(spec, tiles)
+        library = library or self.build([(s, compact, t) for s, t in variants])
         fns = {t.label: self.CompiledConv(library, s) for s, t in variants}
         dense_fn = dense_reference(site.weight, site.bias, site.stride, site.padding, site.relu)
         choice = choose(dense_fn, fns, {t.label: t for _, t in variants}, x, residual)
@@ -162,12 +167,50 @@ def _reference_output(model, example: torch.Tensor) -> torch.Tensor:
 
 def _shape_class(spec: ConvSpec, compact, pointwise: bool) -> tuple:
     """Layers of one class share a tile: every candidate is built and timed for the first layer of each class
-    only; the others build and time that tile against dense (still kept only where it wins). The candidates'
+    only; the others time that tile against dense (still kept only where it wins). The candidates'
     ranking follows shape and density (ResNet-18 at 1 thread, both densities: the first layer's winner was within
     1% of a later same-class layer's own best in 17 of 18 cases, 6.5% in the other), and each candidate costs a
     compile, most of the compile time (ResNet-56 has 55 convs in a handful of classes)."""
     return (spec.in_channels, spec.out_channels, spec.height, spec.width, spec.stride, spec.padding,
             spec.dilation, pointwise, round(compact.density, 2))
+
+
+def _tune_layers(compiler: _Compiler, prepared: list[tuple], inputs, check_batches, progress) -> list[LayerChoice]:
+    """One LayerChoice per prepared layer. The first layer of each shape class times every candidate (one
+    library each); the rest of the class then time that class's tile against dense, all of them built into one
+    library (one compiler run: its fixed cost was most of a small layer's compile time)."""
+    choices: list[LayerChoice | None] = [None] * len(prepared)
+    tuned_on: dict[tuple, tuple[str, object]] = {}  # shape class -> (layer that was tuned, its fastest tile)
+    later = []
+    for index, (site, entry, spec, compact) in enumerate(prepared):
+        key = _shape_class(spec, compact, site.pointwise)
+        if key in tuned_on:
+            later.append((index, tuned_on[key]))
+            continue
+        progress.check_cancelled()
+        progress.update("compile", index - len(later), len(prepared) + 2, f"tuning {site.layer}")
+        x, residual = inputs[site.layer]
+        choices[index] = compiler.tune(site, spec, compact, x, residual, check_batches)
+        if choices[index].tile is not None:
+            tuned_on[key] = (site.layer, choices[index].tile)
+    if later:
+        progress.check_cancelled()
+        progress.update("compile", len(prepared) - len(later), len(prepared) + 2,
+                        f"building {len(later)} same-shape layers")
+        layers = []
+        for index, (_, tile) in later:
+            [(renamed, _)] = compiler.variants(prepared[index][2], [tile])
+            layers.append((renamed, prepared[index][3], tile))
+        library = compiler.build(layers)
+        for done, (index, (tuned_layer, tile)) in enumerate(later):
+            site, entry, spec, compact = prepared[index]
+            progress.check_cancelled()
+            progress.update("compile", len(prepared) - len(later) + done, len(prepared) + 2, f"timing {site.layer}")
+            x, residual = inputs[site.layer]
+            choices[index] = compiler.tune(site, spec, compact, x, residual, check_batches, tiles=[tile],
+                                           library=library)
+            entry["tile_tuned_on"] = tuned_layer
+    return choices
 
 
 def _decide_layers(compiler: _Compiler, sites: list[ConvSite], inputs, batch: int, tune: bool,
@@ -182,19 +225,8 @@ def _decide_layers(compiler: _Compiler, sites: list[ConvSite], inputs, batch: in
             prepared.append((site, entry, *ready))
     chosen = []
     if tune:
-        tuned_on: dict[tuple, tuple[str, object]] = {}  # shape class -> (layer that was tuned, its fastest tile)
-        for index, (site, entry, spec, compact) in enumerate(prepared):
-            progress.check_cancelled()
-            progress.update("compile", index, len(prepared) + 2, f"tuning {site.layer}")
-            x, residual = inputs[site.layer]
-            key = _shape_class(spec, compact, site.pointwise)
-            reused = tuned_on.get(key)
-            choice = compiler.tune(site, spec, compact, x, residual, check_batches,
-                                   tiles=[reused[1]] if reused else None)
-            if reused:
-                entry["tile_tuned_on"] = reused[0]
-            elif choice.tile is not None:
-                tuned_on[key] = (site.layer, choice.tile)
+        for (site, entry, spec, compact), choice in zip(prepared, _tune_layers(compiler, prepared, inputs,
+                                                                               check_batches, progress)):
             winner = _apply_choice(entry, choice, spec, compact)
             if winner:
                 chosen.append((site, winner))

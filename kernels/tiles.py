@@ -5,13 +5,14 @@ from kernels.isa import VECTOR_WIDTH, check_isa
 from kernels.spec import ConvSpec, TileConfig
 
 _REGISTERS = {"avx512": 32, "avx2": 16, "portable": 16}
-# (filters, vectors, channel chunk), measured best-first on ResNet-18 layers (docs/benchmarks/kernel-layers.md).
-# avx512, on the AMD EPYC workers (docs/benchmarks/kernels.md, 2026-11-22, ResNet-18 tuned at 1 thread): f4v4
-# with chunk 16, 32 or all channels was within 1% of the fastest candidate in 37 of 38 layer decisions, f8v3c0 won
-# the other (a 1x1 downsample); f2v8c8 and f4v4c8 never won by more than 1% and were dropped (every candidate
-# costs a compile and a timing per layer).
+# (filters, vectors, channel chunk[, only up to this many input channels]), best-first, measured on ResNet-18 layers
+# (docs/benchmarks/kernel-layers.md). avx512 on the AMD EPYC workers (docs/benchmarks/kernels.md, 2026-11-22, tuned
+# at 1 thread): with 64+ input channels f4v4 with chunk 16, 32 or all channels was within 1% of the fastest in 37
+# of 38 ResNet-18 decisions (f8v3c0 won a 1x1 downsample), f2v8c8 and f4v4c8 never won by more than 1%; on
+# ResNet-56 CIFAR (16-64 channels) f4v4c8 and f2v8c8 won 54 of 55 layers (without them: +20% summed layer time).
+# Every candidate costs a compile and a timing per layer, so the chunk-8 ones are tried on small layers only.
 _PREFERENCES = {
-    "avx512": [(4, 4, 16), (4, 4, 32), (4, 4, 0), (8, 3, 0)],
+    "avx512": [(4, 4, 16), (4, 4, 32), (4, 4, 0), (8, 3, 0), (4, 4, 8, 64), (2, 8, 8, 64)],
     "avx2": [(2, 4, 8), (4, 2, 0), (1, 6, 8), (2, 4, 0), (4, 2, 16), (1, 4, 0)],
     "portable": [(2, 4, 8), (4, 2, 0), (1, 6, 8), (2, 4, 0)],
 }
@@ -29,7 +30,9 @@ def candidate_tiles(spec: ConvSpec, isa: str) -> list[TileConfig]:
     flat = spec.out_height * (-(-(spec.width + 2 * spec.padding) // spec.stride))
     max_vectors = max(1, -(-flat // lanes))
     out: list[TileConfig] = []
-    for filters, vectors, chunk in _PREFERENCES[isa]:
+    for filters, vectors, chunk, *max_channels in _PREFERENCES[isa]:
+        if max_channels and spec.in_channels > max_channels[0]:
+            continue
         vectors = min(vectors, max_vectors)
         filters = min(filters, 1 << (spec.out_channels - 1).bit_length())
         if filters not in (1, 2, 4, 8) or not _fits(filters, vectors, isa):
