@@ -35,6 +35,10 @@ METHODS = {
     "ADMM + bn-inversion + BN recalibration": dict(recovery_steps=0),
     "ADMM + bn-inversion + BN recalibration + distillation on fixed inputs": dict(
         extra={"fresh_inputs": {"inversion_steps": 0}}),
+    "ADMM + bn-inversion + BN recalibration + distillation with feature terms on conv outputs": dict(
+        extra={"distill_features": "output"}),
+    "ADMM + bn-inversion + BN recalibration + distillation with feature terms on conv inputs": dict(
+        extra={"distill_features": "input"}),
     "ADMM + bn-inversion + BN recalibration + distillation on re-inverted inputs (defaults)": dict(),
 }
 

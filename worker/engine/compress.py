@@ -33,6 +33,9 @@ HOLDOUT_SEED_OFFSET = 1_000_003  # fidelity inputs never overlap the inputs used
 # agreement on them read 0.56 where real-data agreement was 0.90 (ResNet-20); with 2.0 it read 0.96 vs 0.91
 # and 0.80 vs 0.80 at 50% connectivity (docs/benchmarks/engine.md, "Fidelity without labels").
 HOLDOUT_CLASS_WEIGHT = 2.0
+# Distillation's feature terms match each pruned conv's BatchNorm output ("output") or its input ("input": the residual
+# stream at a block's first conv, which residual targets repair, rather than a branch they deliberately change).
+DISTILL_FEATURES = "output"
 
 
 @dataclass
@@ -78,6 +81,8 @@ def validate_config(config: CompressionConfig, input_shape: tuple[int, ...]) -> 
     if config.extra.get("mask_selection", "euclidean") not in SELECTIONS:
         raise InvalidConfigError(f"extra.mask_selection must be one of {', '.join(SELECTIONS)}, "
                                  f"got {config.extra.get('mask_selection')!r}")
+    if config.extra.get("distill_features", DISTILL_FEATURES) not in ("output", "input"):
+        raise InvalidConfigError(f"extra.distill_features must be output or input, got {config.extra.get('distill_features')!r}")
     if config.extra.get("method", "admm") not in METHODS:
         raise InvalidConfigError(f"extra.method must be one of {', '.join(METHODS)}, got {config.extra.get('method')!r}")
 
@@ -180,7 +185,8 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
         budget = None
         if config.time_budget_s is not None:
             budget = max(0.0, config.time_budget_s - (time.monotonic() - started)) * 0.8
-        feature_layers = [l.bn_name or l.name for l in three]
+        feature_on = config.extra.get("distill_features", DISTILL_FEATURES)
+        feature_layers = [l.bn_name or l.name for l in three] if feature_on == "output" else [l.name for l in three]
         fresh = pool_settings(config)
         pool = None
         if fresh.inversion_steps > 0 and train.info["mode"] == "bn-inversion":  # needs BatchNorm statistics
@@ -190,7 +196,8 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
                                                config.recovery_steps, progress, lr=config.distill_lr,
                                                feature_layers=feature_layers,
                                                feature_weight=config.extra.get("feature_weight", 1.0),
-                                               time_budget_s=budget, seed=config.seed, pool=pool)
+                                               time_budget_s=budget, seed=config.seed, pool=pool,
+                                               feature_on=feature_on)
         finally:
             if pool is not None:
                 pool.close()

@@ -83,10 +83,13 @@ def _augment(x: torch.Tensor, g: torch.Generator, shift: int = 2) -> torch.Tenso
 def distill(student: nn.Module, teacher: nn.Module, images: torch.Tensor, masks: dict[str, torch.Tensor],
             steps: int, progress: Progress, *, lr: float = 1e-4, batch: int = 64, temperature: float = 1.0,
             feature_layers: list[str] | None = None, feature_weight: float = 1.0,
-            time_budget_s: float | None = None, seed: int = 0, pool=None) -> dict:
+            time_budget_s: float | None = None, seed: int = 0, pool=None, feature_on: str = "output") -> dict:
     """Masked end-to-end distillation on synthetic inputs (augmented each step): KL to the teacher's logits
     plus normalised MSE on intermediate features; masks stay fixed; BatchNorm stays in eval mode.
-    With `pool` (an image_pool.ImagePool) each batch is drawn from it and freshly re-inverted first."""
+    With `pool` (an image_pool.ImagePool) each batch is drawn from it and freshly re-inverted first.
+    `feature_on`: "output" matches each feature layer's output, "input" its input."""
+    if feature_on not in ("output", "input"):
+        raise ValueError(f"feature_on must be output or input, got {feature_on!r}")
     if steps <= 0 or len(images) == 0:
         return {"steps": 0}
     params = dict(student.named_parameters())
@@ -98,6 +101,10 @@ def distill(student: nn.Module, teacher: nn.Module, images: torch.Tensor, masks:
     feats_s, feats_t, handles = {}, {}, []
     s_mods, t_mods = dict(student.named_modules()), dict(teacher.named_modules())
     for name in feature_layers or []:
+        if feature_on == "input":  # the layer's input: for a block's first conv, the residual stream itself
+            handles.append(s_mods[name].register_forward_pre_hook(lambda m, a, n=name: feats_s.__setitem__(n, a[0])))
+            handles.append(t_mods[name].register_forward_pre_hook(lambda m, a, n=name: feats_t.__setitem__(n, a[0])))
+            continue
         handles.append(s_mods[name].register_forward_hook(lambda m, i, o, n=name: feats_s.__setitem__(n, o)))
         handles.append(t_mods[name].register_forward_hook(lambda m, i, o, n=name: feats_t.__setitem__(n, o)))
     start, done, last = time.monotonic(), 0, 0.0

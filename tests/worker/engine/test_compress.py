@@ -141,6 +141,7 @@ def test_bad_models_and_shapes(tmp_path):
     ({"inversion": {"batch": 2.5}}, "batch"), ({"inversion": {"lr": float("nan")}}, "lr"),
     ({"inversion": {"lr": "1e-3"}}, "lr"), ({"inversion": ["batch"]}, "mapping"), ({"method": "rm -rf"}, "method"), ({"bn_correction": "yes"}, "bn_correction"),
     ({"residual_targets": 1}, "residual_targets"), ({"mask_selection": "largest"}, "mask_selection"),
+    ({"distill_features": "both"}, "distill_features"),
 ])
 def test_hostile_extra_settings_are_refused(tmp_path, extra, match):
     with pytest.raises(InvalidConfigError, match=match):

@@ -1,5 +1,6 @@
 import copy
 
+import pytest
 import torch
 
 from tests.tiny_models import INPUT_SHAPE, tiny_resnet
@@ -60,3 +61,29 @@ def test_zero_steps_or_zero_budget_does_nothing():
     student = copy.deepcopy(teacher)
     assert distill(student, teacher, X, {}, 0, NullProgress())["steps"] == 0
     assert distill(student, teacher, X, {}, 5, NullProgress(), time_budget_s=0.0)["steps"] == 0
+
+
+def test_distillation_on_layer_inputs_pulls_those_inputs_towards_the_teacher():
+    teacher = tiny_resnet()
+    student = copy.deepcopy(teacher)
+    mask = torch.rand(student.layer1.conv1.weight.shape, generator=torch.Generator().manual_seed(2)) > 0.5
+    with torch.no_grad():
+        student.layer1.conv1.weight.mul_(mask)
+
+    def input_gap():  # layer1.conv2's input (relu(bn1(conv1(.)))) of the student vs the teacher
+        seen = []
+        hooks = [m.layer1.conv2.register_forward_pre_hook(lambda mod, a: seen.append(a[0])) for m in (student, teacher)]
+        with torch.no_grad():
+            student(X), teacher(X)
+        for h in hooks:
+            h.remove()
+        return float((seen[0] - seen[1]).pow(2).mean())
+
+    before = input_gap()
+    distill(student, teacher, X, {"layer1.conv1.weight": mask}, 30, NullProgress(), lr=3e-3, batch=16,
+            feature_layers=["layer1.conv2"], feature_weight=10.0, feature_on="input")
+    assert input_gap() < 0.7 * before
+    assert (student.layer1.conv1.weight[~mask] == 0).all()
+    assert not student.layer1.conv2._forward_pre_hooks and not teacher.layer1.conv2._forward_pre_hooks
+    with pytest.raises(ValueError, match="feature_on"):
+        distill(student, teacher, X, {}, 1, NullProgress(), feature_on="both")
