@@ -42,6 +42,9 @@ A 1x1 conv is compiled as the 3x3 conv (padding + 1) whose only tap is the centr
 The library also exports `void zd_max_pool2d(const float* x, float* y, int planes, int H, int W, int k,
 int s, int p, int relu, int threads)` (floor mode; `planes` = batch x channels), which `kernels.load` uses
 for the graph's max-pools.
+With `threads` > 1 a call runs on the process's GNU OpenMP threads when libgomp is loaded (as in any torch
+process: no second set of threads fighting torch's), otherwise on the library's own small pool;
+`ZD_KERNEL_THREADS=own` in the environment forces the own pool (steadier on a machine busy with other work).
 """
     return f"""# zerodata sparse kernel package
 
