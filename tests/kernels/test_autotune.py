@@ -85,9 +85,10 @@ def test_a_same_shape_layer_times_only_the_tile_the_first_one_chose(tuned):
     _, _, manifest = tuned
     first, second = [layer for layer in manifest["layers"] if "spec" in layer]  # both 8->8, same density
     assert len(first["candidates"]) > 1 and "tile_tuned_on" not in first
-    fastest = min((c for c in first["candidates"] if c["max_rel_error"] <= 1e-4), key=lambda c: c["ms"])
+    ms = {c["tile"]: c["ms"] for c in first["candidates"] if c["max_rel_error"] <= 1e-4}
     assert second["tile_tuned_on"] == first["name"]
-    assert [c["tile"] for c in second["candidates"]] == [fastest["tile"]]
+    [reused] = [c["tile"] for c in second["candidates"]]
+    assert ms[reused] == min(ms.values())  # the manifest rounds to 0.1 us: ties are possible on tiny layers
 
 
 def test_whole_model_slower_than_dense_ships_all_dense(tmp_path, tmp_path_factory, monkeypatch):
