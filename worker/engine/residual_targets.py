@@ -6,7 +6,8 @@ everything pruned before it, unrepaired, and it accumulates block after block. F
     bn(y) + shortcut_student  should equal  bn_t(y_t) + shortcut_teacher,
 so its target becomes y_t + (shortcut_teacher - shortcut_student) / k with k = gamma / sqrt(var + eps) per
 channel (the BatchNorm's slope); the objective stays a least-squares problem in the same statistics.
-Only for torch.fx graphs (the loaded .pt2/.onnx/TorchScript modules are), found by their add nodes.
+Only for torch.fx graphs (loaded .pt2 and .onnx models are), found by their add nodes; ONNX exports usually fold
+the BatchNorm into the conv, whose output then feeds the add directly (slope 1).
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import operator
 import torch
 from torch import fx, nn
 
-_ADDS = {operator.add, torch.add, torch.ops.aten.add.Tensor}
+from worker.engine.formats import onnx_ops
+
+_ADDS = {operator.add, torch.add, torch.ops.aten.add.Tensor, onnx_ops.add}  # onnx_ops.add: ONNX imports
 
 
 class _Stop(Exception):

@@ -52,3 +52,15 @@ def test_residual_target_repairs_the_sum_the_plain_target_leaves_broken():
             fitted.layer1.conv2.weight.copy_(W.reshape(conv.weight.shape))
         errors[name] = float((_block_sum(fitted, x) - _block_sum(teacher, x)).pow(2).mean())
     assert errors["residual"] < 0.9 * errors["plain"]  # least squares on exactly the sum: must win
+
+
+def test_onnx_and_pt2_imports_expose_the_same_residual_adds(tmp_path):
+    from tests.tiny_models import export_onnx, export_pt2
+    from worker.engine.formats import load_model
+    from worker.engine.layers import execution_order
+    found = {}
+    for kind, export in (("pt2", export_pt2), ("onnx", export_onnx)):
+        module = load_model(export(tiny_resnet(0), tmp_path / f"m.{kind}")).module
+        layers = execution_order(module, _x(2))
+        found[kind] = sorted(l.name for l in layers if shortcut_node(module, l.name, l.bn_name) is not None)
+    assert found["pt2"] == found["onnx"] and "layer1.conv2" in found["pt2"]
