@@ -15,7 +15,7 @@ import torch
 
 from benchmarks.cifar import load_cifar10_test, top1
 from worker.engine.compress import compress_module
-from worker.engine.config import CompressionConfig
+from worker.engine.config import AUTO_RECOVERY_STEPS, CompressionConfig
 from worker.engine.formats import load_model
 from worker.progress import NullProgress
 from benchmarks.shared_assets import SHARED_MODELS
@@ -34,12 +34,15 @@ METHODS = {
         recovery_steps=0, extra={"residual_targets": False}),
     "ADMM + bn-inversion + BN recalibration": dict(recovery_steps=0),
     "ADMM + bn-inversion + BN recalibration + distillation on fixed inputs": dict(
-        extra={"fresh_inputs": {"inversion_steps": 0}}),
+        recovery_steps=AUTO_RECOVERY_STEPS, extra={"fresh_inputs": {"inversion_steps": 0}}),
     "ADMM + bn-inversion + BN recalibration + distillation with feature terms on conv outputs": dict(
-        extra={"distill_features": "output"}),
+        recovery_steps=AUTO_RECOVERY_STEPS, extra={"distill_features": "output"}),
     "ADMM + bn-inversion + BN recalibration + distillation with feature terms on conv inputs": dict(
-        extra={"distill_features": "input"}),
-    "ADMM + bn-inversion + BN recalibration + distillation on re-inverted inputs (defaults)": dict(),
+        recovery_steps=AUTO_RECOVERY_STEPS, extra={"distill_features": "input"}),
+    "ADMM + bn-inversion + BN recalibration + distillation on re-inverted inputs": dict(
+        recovery_steps=AUTO_RECOVERY_STEPS),
+    # distillation (re-inverted inputs) only where whole kernels are removed
+    "engine defaults": dict(),
 }
 
 

@@ -28,8 +28,9 @@ from worker.engine.config import CompressionConfig
               help="Synthetic samples.")
 @click.option("--steps", type=int, default=CompressionConfig.synthetic_steps, show_default=True,
               help="Optimisation steps for synthetic inputs.")
-@click.option("--recovery-steps", type=int, default=CompressionConfig.recovery_steps, show_default=True,
-              help="Data-free recovery (distillation) steps after pruning.")
+@click.option("--recovery-steps", type=int, default=None,
+              help="Data-free recovery (distillation) steps after pruning.  [default: 200 when whole kernels are "
+                   "removed (--connectivity / --target-compression), 0 for pattern-only]")
 @click.option("--time-budget", type=float, default=None, help="Wall-clock budget for compression, seconds.")
 @click.option("--input-shape", callback=shape_option, default=None,
               help="N,C,H,W for models that do not declare one (e.g. TorchScript): 1,3,32,32.")

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from worker.engine.admm import SELECTIONS
-from worker.engine.config import CompressionConfig
+from worker.engine.config import CompressionConfig, effective_recovery_steps
 from worker.engine.connectivity import check_rate
 from worker.engine.errors import EngineError, InvalidConfigError, UnsupportedModelError
 from worker.engine.fidelity import measure_fidelity
@@ -62,6 +62,8 @@ def validate_config(config: CompressionConfig, input_shape: tuple[int, ...]) -> 
             raise InvalidConfigError(f"{name} must be an integer in [1, 100000], got {value!r}")
     for name in ("synthetic_steps", "recovery_steps", "admm_iterations"):
         value = getattr(config, name)
+        if name == "recovery_steps" and value is None:
+            continue  # automatic
         if not isinstance(value, int) or not 0 <= value <= 1_000_000:
             raise InvalidConfigError(f"{name} must be an integer in [0, 1000000], got {value!r}")
     if config.synthetic not in ("bn-inversion", "gaussian"):
@@ -181,7 +183,8 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
     masks = {f"{name}.weight": r["result"].mask.to(torch.bool).cpu() for name, r in results.items()}
     if config.bn_recalibration and any(isinstance(m, nn.BatchNorm2d) for m in student.modules()):
         recovery["bn_recalibrated"] = recalibrate_batchnorm(student, teacher, images)
-    if config.recovery_steps > 0:
+    recovery_steps = effective_recovery_steps(config)
+    if recovery_steps > 0:
         budget = None
         if config.time_budget_s is not None:
             budget = max(0.0, config.time_budget_s - (time.monotonic() - started)) * 0.8
@@ -193,7 +196,7 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
             pool = ImagePool(teacher, images, fresh, inversion, seed=config.seed)
         try:
             recovery["distillation"] = distill(student, teacher, images, {k: v.to(device) for k, v in masks.items()},
-                                               config.recovery_steps, progress, lr=config.distill_lr,
+                                               recovery_steps, progress, lr=config.distill_lr,
                                                feature_layers=feature_layers,
                                                feature_weight=config.extra.get("feature_weight", 1.0),
                                                time_budget_s=budget, seed=config.seed, pool=pool,

@@ -33,9 +33,10 @@ class CompressionConfig:
     synthetic_steps: int = 100
     # Data-free recovery after pruning.
     # Masked distillation steps after pruning (0 = off). Each step first re-inverts its batch of the synthetic
-    # pool one step (extra.fresh_inputs, image_pool.py): on ResNet-20 200 steps measured +0.8..+1.0 points,
-    # distilling on the fixed inputs instead within noise; see docs/benchmarks/engine.md.
-    recovery_steps: int = 200
+    # pool one step (extra.fresh_inputs, image_pool.py). None = automatic: AUTO_RECOVERY_STEPS when whole
+    # kernels are removed (connectivity or target_compression: +1.85 / +0.25 points on ResNet-20 / -56 at 50%),
+    # 0 for pattern-only pruning (+0.15 / -0.50: noise at ~40% of the ResNet-56 job time); docs/benchmarks/engine.md.
+    recovery_steps: int | None = None
     distill_lr: float = 1e-3
     bn_recalibration: bool = True  # re-estimate BatchNorm statistics of the pruned model on synthetic inputs
     # Layer-wise ADMM iterations per layer (0 = projection + masked least squares only).
@@ -52,3 +53,14 @@ class CompressionConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+AUTO_RECOVERY_STEPS = 200
+
+
+def effective_recovery_steps(config: CompressionConfig) -> int:
+    """The distillation steps a job runs: the configured number, or the automatic choice for None."""
+    if config.recovery_steps is not None:
+        return config.recovery_steps
+    removes_kernels = config.connectivity > 0 or config.target_compression is not None
+    return AUTO_RECOVERY_STEPS if removes_kernels else 0

@@ -7,7 +7,7 @@ import torch
 from tests.tiny_models import INPUT_SHAPE, tiny_resnet
 from tests.worker.engine.engine_models import Depthwise, NoBatchNorm, NoConv3x3, seeded
 from worker.engine.compress import HOLDOUT_CLASS_WEIGHT, compress_module
-from worker.engine.config import CompressionConfig
+from worker.engine.config import AUTO_RECOVERY_STEPS, CompressionConfig, effective_recovery_steps
 from worker.engine.errors import InvalidConfigError, UnsupportedModelError
 from worker.engine.patterns import pattern_masks
 from worker.progress import JobCancelled, RecordingProgress
@@ -175,3 +175,23 @@ def test_cancellation_stops_the_work(tmp_path):
     cfg = CompressionConfig(**FAST)
     with pytest.raises(JobCancelled):
         compress_module(tiny_resnet(), INPUT_SHAPE, cfg, _CancelAfter(1), cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("overrides, steps", [
+    ({"connectivity": 0.0}, 0),  # pattern-only: distillation measured no gain, so none by default
+    ({"connectivity": 0.5}, AUTO_RECOVERY_STEPS),
+    ({"target_compression": 4.5}, AUTO_RECOVERY_STEPS),
+    ({"connectivity": 0.0, "recovery_steps": 7}, 7),  # an explicit number always wins
+    ({"connectivity": 0.5, "recovery_steps": 0}, 0),
+])
+def test_automatic_recovery_steps(overrides, steps):
+    assert effective_recovery_steps(CompressionConfig(**overrides)) == steps
+
+
+def test_automatic_recovery_runs_only_when_kernels_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr("worker.engine.config.AUTO_RECOVERY_STEPS", 3)  # the real 200 is for real models
+    auto = {**FAST, "recovery_steps": None}
+    pattern_only, _ = _run(tmp_path, **{**auto, "connectivity": 0.0})
+    assert "distillation" not in pattern_only.report["recovery"]
+    with_connectivity, _ = _run(tmp_path, **{**auto, "connectivity": 0.5})
+    assert with_connectivity.report["recovery"]["distillation"]["steps"] == 3
