@@ -63,3 +63,17 @@ class SegmentationWithAuxHead(nn.Module):
     def forward(self, x):
         features = torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
         return self.classifier(features), self.aux(features.mean((2, 3)))
+
+
+def half_masked_student(seed: int):
+    """(teacher, student, mask): a tiny ResNet and a copy with half of layer1.conv1's weights zeroed by `mask`."""
+    import copy
+
+    from tests.tiny_models import tiny_resnet
+
+    teacher = tiny_resnet()
+    student = copy.deepcopy(teacher)
+    mask = torch.rand(student.layer1.conv1.weight.shape, generator=torch.Generator().manual_seed(seed)) > 0.5
+    with torch.no_grad():
+        student.layer1.conv1.weight.mul_(mask)
+    return teacher, student, mask

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tests.tiny_models import INPUT_SHAPE, tiny_resnet
+from tests.worker.engine.engine_models import half_masked_student
 from tests.worker.engine.test_synthetic import bn_loss
 from worker.engine.compress import compress_module
 from worker.engine.config import CompressionConfig
@@ -59,11 +60,7 @@ def test_the_competition_term_finds_inputs_where_student_and_teacher_disagree():
 
 
 def test_distillation_on_a_refreshed_pool_keeps_masks():
-    teacher = tiny_resnet()
-    student = copy.deepcopy(teacher)
-    mask = torch.rand(student.layer1.conv1.weight.shape, generator=torch.Generator().manual_seed(1)) > 0.5
-    with torch.no_grad():
-        student.layer1.conv1.weight.mul_(mask)
+    teacher, student, mask = half_masked_student(seed=1)
     pool = ImagePool(teacher, X, PoolSettings(inversion_steps=1), InversionSettings(), seed=0)
     info = distill(student, teacher, X, {"layer1.conv1.weight": mask}, 6, NullProgress(), lr=3e-3, batch=8,
                    pool=pool)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tests.tiny_models import INPUT_SHAPE, tiny_resnet
+from tests.worker.engine.engine_models import half_masked_student
 from worker.engine.recovery import distill, recalibrate_batchnorm
 from worker.progress import NullProgress
 
@@ -64,11 +65,7 @@ def test_zero_steps_or_zero_budget_does_nothing():
 
 
 def test_distillation_on_layer_inputs_pulls_those_inputs_towards_the_teacher():
-    teacher = tiny_resnet()
-    student = copy.deepcopy(teacher)
-    mask = torch.rand(student.layer1.conv1.weight.shape, generator=torch.Generator().manual_seed(2)) > 0.5
-    with torch.no_grad():
-        student.layer1.conv1.weight.mul_(mask)
+    teacher, student, mask = half_masked_student(seed=2)
 
     def input_gap():  # layer1.conv2's input (relu(bn1(conv1(.)))) of the student vs the teacher
         seen = []
