@@ -312,10 +312,11 @@ def resize_mode(mode="nearest", coordinate_transformation_mode="half_pixel", nea
 
 def resize(x, roi=None, scales=None, sizes=None, **attrs):
     torch_mode, align_corners = resize_mode(**attrs)
-    if sizes is not None and len(_ints(sizes)):
-        return F.interpolate(x, size=_ints(sizes)[2:], mode=torch_mode, align_corners=align_corners)
-    factors = [float(s) for s in torch.as_tensor(scales).reshape(-1).tolist()] if isinstance(scales, torch.Tensor) \
-        else [float(s) for s in scales]
+    size = _ints(sizes) if sizes is not None else []
+    if size:
+        return F.interpolate(x, size=size[2:], mode=torch_mode, align_corners=align_corners)
+    # a list stays a list: a tensor made from it would be data to torch.export, not a constant
+    factors = [float(s) for s in (scales.reshape(-1).tolist() if isinstance(scales, torch.Tensor) else scales)]
     if factors[:2] != [1.0, 1.0]:
         raise ValueError("Resize of the batch or channel dimension is not supported")
     return F.interpolate(x, scale_factor=factors[2:], mode=torch_mode, align_corners=align_corners)

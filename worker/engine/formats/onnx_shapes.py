@@ -12,11 +12,16 @@ import operator
 
 import torch
 
+
 def as_shape_value(value):
     """A constant tensor -> int (0-d) or list of ints; shape values pass through."""
     if isinstance(value, torch.Tensor):
         return int(value) if value.dim() == 0 else [int(v) for v in value.tolist()]
     return value
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
 
 
 def shape(x, start=0, end=None):
@@ -41,11 +46,7 @@ def squeeze(value, axes=None):
 
 
 def concat(*values, axis=0):
-    out = []
-    for value in values:
-        value = as_shape_value(value)
-        out.extend(value if isinstance(value, list) else [value])
-    return out
+    return [v for value in values for v in _as_list(as_shape_value(value))]
 
 
 def slice_(values, starts, ends, axes=None, steps=None):
@@ -63,7 +64,7 @@ def _elementwise(fn):
         a, b = as_shape_value(a), as_shape_value(b)
         if not isinstance(a, list) and not isinstance(b, list):
             return fn(a, b)
-        a, b = (a if isinstance(a, list) else [a]), (b if isinstance(b, list) else [b])
+        a, b = _as_list(a), _as_list(b)
         n = max(len(a), len(b))  # ONNX broadcasting of 1-D values: a length-1 side repeats
         a, b = (a * n if len(a) == 1 else a), (b * n if len(b) == 1 else b)
         return [fn(x, y) for x, y in zip(a, b)]
