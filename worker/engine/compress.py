@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from worker.engine.admm import SELECTIONS
+from worker.engine.block_reconstruction import BlockSettings, reconstruct_blocks
 from worker.engine.config import CompressionConfig, effective_recovery_steps
 from worker.engine.connectivity import check_rate
 from worker.engine.errors import EngineError, InvalidConfigError, UnsupportedModelError
@@ -36,6 +37,8 @@ HOLDOUT_CLASS_WEIGHT = 2.0
 # Distillation's feature terms match each pruned conv's BatchNorm output ("output") or its input ("input": the residual
 # stream at a block's first conv, which residual targets repair, rather than a branch they deliberately change).
 DISTILL_FEATURES = "output"
+# Block-wise reconstruction after the layer-wise pass (block_reconstruction.py): Adam steps per residual block.
+BLOCK_RECONSTRUCTION_STEPS = 0
 
 
 @dataclass
@@ -76,6 +79,7 @@ def validate_config(config: CompressionConfig, input_shape: tuple[int, ...]) -> 
         raise InvalidConfigError(f"input shape {tuple(input_shape)} is too large")
     inversion_settings(config)
     pool_settings(config)
+    block_settings(config)
     if not isinstance(config.extra.get("bn_correction", False), bool):
         raise InvalidConfigError("extra.bn_correction must be true or false")
     if not isinstance(config.extra.get("residual_targets", False), bool):
@@ -107,10 +111,25 @@ def pool_settings(config: CompressionConfig) -> PoolSettings:
     return _checked_settings(config, "fresh_inputs", PoolSettings, _POOL_LIMITS)
 
 
-def _checked_settings(config: CompressionConfig, key: str, cls, limits: dict):
-    given = config.extra.get(key, {}) if isinstance(config.extra, dict) else None
+_BLOCK_LIMITS = {"steps": (0, 100_000), "lr": (1e-6, 1.0), "batch": (1, 4096), "min_layers": (1, 64),
+                 "bn_affine": (0, 1), "flip": (0, 1), "shifted_views": (0, 16), "after_activation": (0, 1),
+                 "teacher_input": (0, 1)}
+
+
+def block_settings(config: CompressionConfig) -> BlockSettings:
+    """extra.block_reconstruction: steps per block (an integer) or a mapping of BlockSettings fields."""
+    given = config.extra.get("block_reconstruction", BLOCK_RECONSTRUCTION_STEPS) if isinstance(config.extra, dict) else {}
+    if isinstance(given, int) and not isinstance(given, bool):
+        given = {"steps": given}
+    return _checked_settings(config, "block_reconstruction", BlockSettings, _BLOCK_LIMITS, given=given)
+
+
+def _checked_settings(config: CompressionConfig, key: str, cls, limits: dict, given=None):
+    if given is None:
+        given = config.extra.get(key, {}) if isinstance(config.extra, dict) else None
     if not isinstance(given, dict):
-        raise InvalidConfigError(f"extra must be a mapping and extra.{key} a mapping of settings")
+        raise InvalidConfigError(f"extra must be a mapping and extra.{key} a mapping of settings"
+                                 + (" or a number of steps" if key == "block_reconstruction" else ""))
     defaults = cls()
     for name, value in given.items():
         if name not in limits:
@@ -184,6 +203,14 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
     if config.bn_recalibration and any(isinstance(m, nn.BatchNorm2d) for m in student.modules()):
         recovery["bn_recalibrated"] = recalibrate_batchnorm(student, teacher, images)
     recovery_steps = effective_recovery_steps(config)
+    blocks = block_settings(config)
+    if blocks.steps > 0:
+        budget = None
+        if config.time_budget_s is not None:  # leave room for the distillation when it follows
+            share = 0.4 if recovery_steps > 0 else 0.8
+            budget = max(0.0, config.time_budget_s - (time.monotonic() - started)) * share
+        recovery["block_reconstruction"] = reconstruct_blocks(student, teacher, images, masks, blocks, progress,
+                                                              time_budget_s=budget, seed=config.seed)
     if recovery_steps > 0:
         budget = None
         if config.time_budget_s is not None:

@@ -1,0 +1,96 @@
+import copy
+
+import pytest
+import torch
+from torch import fx, nn
+
+from tests.tiny_models import INPUT_SHAPE, tiny_resnet
+from tests.worker.engine.engine_models import NoBatchNorm, half_masked_student, seeded
+from worker.engine.block_reconstruction import BlockSettings, block_module, find_blocks, reconstruct_blocks
+from worker.engine.compress import block_settings
+from worker.engine.config import CompressionConfig
+from worker.engine.errors import InvalidConfigError
+from worker.progress import RecordingProgress
+
+PRUNED = {"layer1.conv1", "layer1.conv2", "layer2.conv1", "layer2.conv2"}
+
+
+def _x(n=32, seed=0):
+    return torch.randn(n, *INPUT_SHAPE[1:], generator=torch.Generator().manual_seed(seed))
+
+
+def test_blocks_are_the_residual_blocks_and_chain_to_the_model():
+    model = tiny_resnet()
+    gm = fx.symbolic_trace(model)
+    blocks = find_blocks(gm, PRUNED)
+    assert [b.layers for b in blocks] == [["layer1.conv1", "layer1.conv2"], ["layer2.conv1", "layer2.conv2"]]
+    x = _x(4)
+    stem = torch.relu(model.bn1(model.conv1(x)))
+    assert torch.allclose(block_module(gm, blocks[1])(block_module(gm, blocks[0])(x)), model.layer2(model.layer1(stem)),
+                          atol=1e-6)
+
+
+def test_a_plain_chain_gets_groups_of_consecutive_pruned_layers():
+    gm = fx.symbolic_trace(seeded(NoBatchNorm))
+    assert [b.layers for b in find_blocks(gm, {"conv1", "conv2"})] == [["conv1", "conv2"]]
+    assert [b.layers for b in find_blocks(gm, {"conv1", "conv2"}, min_layers=1)] == [["conv1"], ["conv2"]]
+
+
+def test_reconstruction_lowers_the_block_error_and_keeps_the_masks():
+    teacher, student, mask = half_masked_student(seed=3)
+    masks = {"layer1.conv1.weight": mask}
+    for p in student.parameters():
+        p.requires_grad_(False)  # as compress_module leaves them
+    progress = RecordingProgress()
+    report = reconstruct_blocks(student, teacher, _x(), masks, BlockSettings(steps=30, lr=1e-2), progress)
+    assert report["blocks"] == 1
+    block = report["per_block"][0]
+    assert block["error_after"] < block["error_before"]
+    assert (student.layer1.conv1.weight[~mask] == 0).all()
+    assert not any(p.requires_grad for p in student.parameters())
+    assert any(event[1] == "recover" for event in progress.events)
+
+
+def test_a_block_that_cannot_improve_keeps_its_weights():
+    teacher = tiny_resnet()
+    student = copy.deepcopy(teacher)  # already exact: any step can only add error
+    before = copy.deepcopy(student.state_dict())
+    masks = {f"{n}.weight": torch.ones_like(student.get_submodule(n).weight, dtype=torch.bool) for n in PRUNED}
+    report = reconstruct_blocks(student, teacher, _x(), masks, BlockSettings(steps=3, lr=1e-1), RecordingProgress())
+    assert all(b["error_after"] <= b["error_before"] for b in report["per_block"])
+    for k, v in student.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_zero_steps_or_an_exhausted_budget_changes_nothing():
+    teacher, student, mask = half_masked_student(seed=4)
+    before = copy.deepcopy(student.state_dict())
+    masks = {"layer1.conv1.weight": mask}
+    assert reconstruct_blocks(student, teacher, _x(), masks, BlockSettings(steps=0), RecordingProgress())["blocks"] == 0
+    report = reconstruct_blocks(student, teacher, _x(), masks, BlockSettings(steps=5), RecordingProgress(),
+                                time_budget_s=0.0)
+    assert report["per_block"][0].get("skipped") == "time budget"
+    for k, v in student.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_options_are_validated():
+    assert block_settings(CompressionConfig(extra={"block_reconstruction": 50})).steps == 50
+    assert block_settings(CompressionConfig(extra={"block_reconstruction": {"steps": 20, "lr": 0.01}})).lr == 0.01
+    for bad, match in [(True, "block_reconstruction"), ("100", "block_reconstruction"), (-1, "steps"),
+                       ({"steps": 1.5}, "steps"), ({"lr": 0}, "lr"), ({"evil": 1}, "unknown"),
+                       ({"teacher_input": 2}, "teacher_input")]:
+        with pytest.raises(InvalidConfigError, match=match):
+            block_settings(CompressionConfig(extra={"block_reconstruction": bad}))
+
+
+def test_compress_module_runs_it_in_the_recovery_stage_and_reports_each_block(tmp_path):
+    import json
+
+    from tests.worker.engine.test_compress import _check_structure, _run
+    result, progress = _run(tmp_path, recovery_steps=0, extra={"inversion": {"batch": 8}, "block_reconstruction": 5})
+    report = result.report["recovery"]["block_reconstruction"]
+    assert report["blocks"] == 2 and all("error_after" in b for b in report["per_block"])
+    _check_structure(result)
+    json.dumps(result.report, allow_nan=False)
+    assert any("block 2/2" in event[4] for event in progress.events)
