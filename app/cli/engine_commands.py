@@ -19,7 +19,10 @@ from worker.engine.config import CompressionConfig
 @click.option("--library-size", type=int, default=CompressionConfig.library_size, show_default=True,
               help="Patterns in the per-model pattern library.")
 @click.option("--connectivity", type=float, default=CompressionConfig.connectivity, show_default=True,
-              help="Fraction of whole 3x3 kernels removed per layer, in [0, 1).")
+              help="Fraction of whole 3x3 kernels removed, in [0, 1).")
+@click.option("--connectivity-allocation", type=click.Choice(["sensitivity", "uniform"]),
+              default=CompressionConfig.connectivity_allocation, show_default=True,
+              help="Remove the cheapest kernels model-wide (sensitivity) or the same fraction from every layer.")
 @click.option("--target-compression", type=float, default=None,
               help="Overall 3x3-conv compression ratio (e.g. 4.5); per-layer rates by sensitivity.")
 @click.option("--synthetic", type=click.Choice(["bn-inversion", "gaussian"]), default=CompressionConfig.synthetic,
@@ -46,9 +49,9 @@ from worker.engine.config import CompressionConfig
               help="Try several kernel blockings per layer and keep the fastest.")
 @click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def compress(model: Path, out_dir: Path, entries, library_size, connectivity, target_compression, synthetic,
-             samples, steps, recovery_steps, time_budget, input_shape, seed, device, overrides, compile_, measure,
-             tune, force, quiet) -> None:
+def compress(model: Path, out_dir: Path, entries, library_size, connectivity, connectivity_allocation,
+             target_compression, synthetic, samples, steps, recovery_steps, time_budget, input_shape, seed, device,
+             overrides, compile_, measure, tune, force, quiet) -> None:
     """Prune MODEL (.pt2, .onnx or TorchScript) with pattern + connectivity sparsity, no data needed,
     then compile its sparse kernels and measure the speedup on this machine."""
     import warnings
@@ -59,6 +62,7 @@ def compress(model: Path, out_dir: Path, entries, library_size, connectivity, ta
     from worker.pipeline import run_pipeline
 
     config = CompressionConfig(entries=entries, library_size=library_size, connectivity=connectivity,
+                               connectivity_allocation=connectivity_allocation,
                                target_compression=target_compression, synthetic=synthetic,
                                synthetic_samples=samples, synthetic_steps=steps, recovery_steps=recovery_steps,
                                time_budget_s=time_budget, input_shape=input_shape, seed=seed, device=device)

@@ -11,7 +11,9 @@ from app.schemas import JobConfig
 EXPLANATIONS = {
     "entries": "Weights kept in each 3x3 kernel (centre included); fewer = sparser and faster, less faithful.",
     "library_size": "How many distinct kernel patterns the layer may choose from; the compiler specialises each.",
-    "connectivity": "Fraction of whole 3x3 kernels removed per layer (0 keeps every kernel).",
+    "connectivity": "Fraction of whole 3x3 kernels removed (0 keeps every kernel).",
+    "connectivity_allocation": "Which kernels connectivity removes: the cheapest model-wide (sensitivity), or the "
+                               "same fraction of every layer (uniform).",
     "target_compression": "Overall 3x3-conv compression ratio instead of a uniform connectivity, e.g. 4.5.",
     "prune_first_conv": "Also prune the 3-channel stem convolution (small and sensitive; off by default).",
     "prune_depthwise": "Also prune depthwise convolutions.",

@@ -12,8 +12,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from worker.engine.errors import InvalidConfigError
-from worker.engine.layers import PrunableLayer
+from worker.engine.layers import CONV3X3, FIRST_CONV, PrunableLayer
 from worker.engine.patterns import best_patterns
+from worker.engine.sequential import bn_scale
 
 MAX_RATE = 0.9
 
@@ -72,6 +73,12 @@ def allocate_rates(costs: dict[str, torch.Tensor], entries: int, target_compress
         best = total / (fixed_weights + entries * (all_kernels - max_drop))
         raise InvalidConfigError(f"target_compression {target_compression} is out of reach with {entries} entries per "
                                  f"kernel and at most {MAX_RATE:.0%} of each layer's kernels removed (best {best:.2f})")
+    return drop_cheapest(costs, n_drop)
+
+
+def drop_cheapest(costs: dict[str, torch.Tensor], n_drop: int) -> dict[str, float]:
+    """Connectivity per layer after removing the `n_drop` globally cheapest kernels (at most MAX_RATE of a layer)."""
+    n_kernels = {n: c.numel() for n, c in costs.items()}
     names = list(costs)
     flat = torch.cat([costs[n].flatten() for n in names])
     owner = torch.cat([torch.full((costs[n].numel(),), i) for i, n in enumerate(names)])
@@ -80,10 +87,31 @@ def allocate_rates(costs: dict[str, torch.Tensor], entries: int, target_compress
     caps = torch.tensor([int(MAX_RATE * n_kernels[n]) for n in names])
     remaining = n_drop
     for k in order.tolist():
+        if remaining <= 0:
+            break
         i = int(owner[k])
         if dropped[i] < caps[i]:
             dropped[i] += 1
             remaining -= 1
-            if remaining == 0:
-                break
     return {n: float(dropped[i]) / n_kernels[n] for i, n in enumerate(names)}
+
+
+def connectivity_rates(teacher: nn.Module, three: list[PrunableLayer], layers: list[PrunableLayer],
+                       images: torch.Tensor, masks: torch.Tensor, config) -> dict[str, float]:
+    """Per-layer connectivity of the pattern-pruned 3x3 layers, from `target_compression` or `connectivity`.
+
+    `connectivity` is the fraction of these layers' kernels removed; with `connectivity_allocation` "sensitivity"
+    the same number of kernels is removed, the globally cheapest ones, instead of that fraction of every layer."""
+    uniform = config.connectivity_allocation == "uniform" or config.connectivity > MAX_RATE
+    if config.target_compression is None and (config.connectivity == 0 or uniform):
+        return {l.name: float(config.connectivity) for l in three}
+    grams = channel_grams(teacher, three, images[:64])
+    mods = dict(teacher.named_modules())
+    costs = {l.name: kernel_costs(l.module.weight.detach(), grams[l.name], masks,
+                                  bn_scale(mods.get(l.bn_name) if l.bn_name else None, l.module.weight.shape[0]))
+             for l in three}
+    if config.target_compression is None:
+        return drop_cheapest(costs, round(config.connectivity * sum(c.numel() for c in costs.values())))
+    names = {l.name for l in three}
+    fixed = sum(l.module.weight.numel() for l in layers if l.kind in (CONV3X3, FIRST_CONV) and l.name not in names)
+    return allocate_rates(costs, config.entries, float(config.target_compression), fixed_weights=fixed)

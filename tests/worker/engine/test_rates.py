@@ -5,7 +5,8 @@ from tests.tiny_models import INPUT_SHAPE, tiny_resnet
 from worker.engine.errors import InvalidConfigError
 from worker.engine.layers import CONV3X3, execution_order
 from worker.engine.patterns import candidate_patterns, pattern_masks
-from worker.engine.rates import MAX_RATE, allocate_rates, channel_grams, kernel_costs
+from worker.engine.config import CompressionConfig
+from worker.engine.rates import MAX_RATE, allocate_rates, channel_grams, connectivity_rates, drop_cheapest, kernel_costs
 
 
 def test_target_is_met_and_cheap_layers_give_up_more():
@@ -44,3 +45,26 @@ def test_kernel_costs_are_fractions_of_layer_energy():
         assert cost.shape == w.shape[:2]
         assert (cost >= -1e-6).all()
         assert float(cost.sum()) == pytest.approx(1.0, rel=1e-4)  # block-diagonal energy split over kernels
+
+
+def test_drop_cheapest_removes_exactly_that_many_kernels_within_caps():
+    costs = {"robust": torch.full((8, 8), 0.001), "fragile": torch.full((8, 8), 0.1)}
+    rates = drop_cheapest(costs, 64)  # half of all kernels
+    assert rates["robust"] == int(MAX_RATE * 64) / 64  # the cheap layer gives up all it may
+    assert sum(r * 64 for r in rates.values()) == pytest.approx(64)
+    assert drop_cheapest(costs, 0) == {"robust": 0.0, "fragile": 0.0}
+
+
+@pytest.mark.parametrize("allocation", ["uniform", "sensitivity"])
+def test_connectivity_is_the_overall_fraction_of_kernels_removed(allocation):
+    model = tiny_resnet()
+    x = torch.randn(16, *INPUT_SHAPE[1:], generator=torch.Generator().manual_seed(0))
+    layers = execution_order(model, x[:2])
+    three = [l for l in layers if l.kind == CONV3X3]
+    config = CompressionConfig(connectivity=0.5, connectivity_allocation=allocation)
+    rates = connectivity_rates(model, three, layers, x, pattern_masks(candidate_patterns(4)[:8]), config)
+    kernels = {l.name: l.module.weight.shape[0] * l.module.weight.shape[1] for l in three}
+    removed = sum(rates[n] * k for n, k in kernels.items())
+    assert removed == pytest.approx(0.5 * sum(kernels.values()), abs=1)
+    if allocation == "uniform":
+        assert set(rates.values()) == {0.5}
