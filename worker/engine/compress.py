@@ -22,10 +22,10 @@ from worker.engine.fidelity import measure_fidelity
 from worker.engine.image_pool import ImagePool, PoolSettings
 from worker.engine.layers import CONV3X3, DEPTHWISE, FIRST_CONV, check_weights_finite, execution_order
 from worker.engine.patterns import candidate_patterns, pattern_library, pattern_masks
-from worker.engine.rates import allocate_rates, channel_grams, kernel_costs
+from worker.engine.rates import connectivity_rates
 from worker.engine.recovery import distill, recalibrate_batchnorm
 from worker.engine.layer_report import build_report
-from worker.engine.sequential import PrunePlan, bn_scale, prune_sequentially, prunes
+from worker.engine.sequential import PrunePlan, prune_sequentially, prunes
 from worker.engine.synthetic import InversionSettings, synthesize_inputs
 from worker.progress import Progress
 
@@ -69,6 +69,9 @@ def validate_config(config: CompressionConfig, input_shape: tuple[int, ...]) -> 
             continue  # automatic
         if not isinstance(value, int) or not 0 <= value <= 1_000_000:
             raise InvalidConfigError(f"{name} must be an integer in [0, 1000000], got {value!r}")
+    if config.connectivity_allocation not in ("sensitivity", "uniform"):
+        raise InvalidConfigError(f"connectivity_allocation must be sensitivity or uniform, "
+                                 f"got {config.connectivity_allocation!r}")
     if config.synthetic not in ("bn-inversion", "gaussian"):
         raise InvalidConfigError(f"synthetic must be bn-inversion or gaussian, got {config.synthetic!r}")
     if config.linear_sparsity not in ("dense", "unstructured", "2:4"):
@@ -192,7 +195,7 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
     library = pattern_library([l.module.weight for l in three + depthwise], config.entries,
                               config.library_size) if three or depthwise else []
     plan.library_masks = pattern_masks(library, device=device) if library else torch.zeros(0, 9)
-    plan.rates = _connectivity_rates(teacher, three, layers, images, plan.library_masks, config)
+    plan.rates = connectivity_rates(teacher, three, layers, images, plan.library_masks, config)
     plan.rates.update({l.name: float(config.connectivity) for l in depthwise})
     results = prune_sequentially(student, teacher, layers, images, plan, config, progress)
     seconds["prune"] = time.monotonic() - t
@@ -248,16 +251,3 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
     report["fidelity_inputs"] = holdout.info
     student = student.cpu().eval()
     return CompressionResult(student, masks, report, fidelity)
-
-
-def _connectivity_rates(teacher, three, layers, images, masks, config) -> dict[str, float]:
-    if config.target_compression is None:
-        return {l.name: float(config.connectivity) for l in three}
-    grams = channel_grams(teacher, three, images[:64])
-    mods = dict(teacher.named_modules())
-    costs = {l.name: kernel_costs(l.module.weight.detach(), grams[l.name], masks,
-                                  bn_scale(mods.get(l.bn_name) if l.bn_name else None, l.module.weight.shape[0]))
-             for l in three}
-    names = {l.name for l in three}
-    fixed = sum(l.module.weight.numel() for l in layers if l.kind in (CONV3X3, FIRST_CONV) and l.name not in names)
-    return allocate_rates(costs, config.entries, float(config.target_compression), fixed_weights=fixed)

@@ -27,7 +27,7 @@ class CompressionConfig:
     # How `connectivity` is spread: "sensitivity" removes that fraction of all pattern-pruned kernels, the ones
     # whose removal costs their layer the least output energy (ResNet-20 at 0.5: +2.1 points over "uniform", which
     # removes the fraction from every layer; docs/benchmarks/engine.md). Ignored when target_compression is set.
-    connectivity_allocation: ConnectivityAllocation = "sensitivity"
+    connectivity_allocation: ConnectivityAllocation = "uniform"
     prune_first_conv: bool = False  # the 3-input-channel stem is tiny and sensitive
     prune_depthwise: bool = False
     linear_sparsity: LinearSparsity = "dense"  # 1x1 convs and Linear layers
