@@ -112,8 +112,8 @@ def _download_all(client, job_id: str, out_dir: Path, quiet: bool) -> list[Path]
 @click.option("--entries", type=int, help="Weights kept per 3x3 kernel (server default 4).")
 @click.option("--library-size", type=int, help="Number of patterns in the library (default 8).")
 @click.option("--connectivity", type=float,
-              help="Fraction of whole 3x3 kernels removed, in [0, 1): the cheapest model-wide "
-                   "(--set connectivity_allocation=uniform: the same fraction of every layer).")
+              help="Fraction of whole 3x3 kernels removed, in [0, 1) (--set connectivity_allocation=flops|weights|"
+                   "uniform says how they are chosen).")
 @click.option("--target-compression", type=float, help="Overall 3x3-conv compression ratio instead of --connectivity.")
 @click.option("--synthetic", type=click.Choice(["bn-inversion", "gaussian"]), help="How synthetic inputs are made.")
 @click.option("--synthetic-samples", type=int, help="Number of synthetic inputs.")

@@ -20,9 +20,10 @@ from worker.engine.config import CompressionConfig
               help="Patterns in the per-model pattern library.")
 @click.option("--connectivity", type=float, default=CompressionConfig.connectivity, show_default=True,
               help="Fraction of whole 3x3 kernels removed, in [0, 1).")
-@click.option("--connectivity-allocation", type=click.Choice(["sensitivity", "uniform"]),
+@click.option("--connectivity-allocation", type=click.Choice(["flops", "weights", "uniform"]),
               default=CompressionConfig.connectivity_allocation, show_default=True,
-              help="Remove the cheapest kernels model-wide (sensitivity) or the same fraction from every layer.")
+              help="What --connectivity is a fraction of: the 3x3 FLOPs (the cheapest kernels per FLOP go), all 3x3 "
+                   "kernels (the cheapest go) or every layer's kernels (uniform).")
 @click.option("--target-compression", type=float, default=None,
               help="Overall 3x3-conv compression ratio (e.g. 4.5); per-layer rates by sensitivity.")
 @click.option("--synthetic", type=click.Choice(["bn-inversion", "gaussian"]), default=CompressionConfig.synthetic,

@@ -11,9 +11,9 @@ from app.schemas import JobConfig
 EXPLANATIONS = {
     "entries": "Weights kept in each 3x3 kernel (centre included); fewer = sparser and faster, less faithful.",
     "library_size": "How many distinct kernel patterns the layer may choose from; the compiler specialises each.",
-    "connectivity": "Fraction of whole 3x3 kernels removed (0 keeps every kernel).",
-    "connectivity_allocation": "Which kernels connectivity removes: the cheapest model-wide (sensitivity), or the "
-                               "same fraction of every layer (uniform).",
+    "connectivity": "Fraction of the 3x3 convolutions removed as whole kernels (0 keeps every kernel).",
+    "connectivity_allocation": "What connectivity is a fraction of: the 3x3 FLOPs (the kernels cheapest per FLOP "
+                               "go), all 3x3 kernels (the cheapest go), or every layer's kernels (uniform).",
     "target_compression": "Overall 3x3-conv compression ratio instead of a uniform connectivity, e.g. 4.5.",
     "prune_first_conv": "Also prune the 3-channel stem convolution (small and sensitive; off by default).",
     "prune_depthwise": "Also prune depthwise convolutions.",

@@ -69,8 +69,8 @@ def validate_config(config: CompressionConfig, input_shape: tuple[int, ...]) -> 
             continue  # automatic
         if not isinstance(value, int) or not 0 <= value <= 1_000_000:
             raise InvalidConfigError(f"{name} must be an integer in [0, 1000000], got {value!r}")
-    if config.connectivity_allocation not in ("sensitivity", "uniform"):
-        raise InvalidConfigError(f"connectivity_allocation must be sensitivity or uniform, "
+    if config.connectivity_allocation not in ("flops", "weights", "uniform"):
+        raise InvalidConfigError(f"connectivity_allocation must be flops, weights or uniform, "
                                  f"got {config.connectivity_allocation!r}")
     if config.synthetic not in ("bn-inversion", "gaussian"):
         raise InvalidConfigError(f"synthetic must be bn-inversion or gaussian, got {config.synthetic!r}")

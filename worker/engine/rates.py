@@ -76,32 +76,36 @@ def allocate_rates(costs: dict[str, torch.Tensor], entries: int, target_compress
     return drop_cheapest(costs, n_drop)
 
 
-def drop_cheapest(costs: dict[str, torch.Tensor], n_drop: int) -> dict[str, float]:
-    """Connectivity per layer after removing the `n_drop` globally cheapest kernels (at most MAX_RATE of a layer)."""
-    n_kernels = {n: c.numel() for n, c in costs.items()}
+def drop_cheapest(costs: dict[str, torch.Tensor], amount: float, unit: dict[str, float] | None = None) -> dict[str, float]:
+    """Connectivity per layer after removing the globally cheapest kernels until `amount` units are gone.
+
+    `unit`: what one kernel of each layer is worth (default 1: count kernels; a layer's output positions: count
+    FLOPs); kernels are ranked by cost per unit. No layer loses more than MAX_RATE of its kernels."""
     names = list(costs)
-    flat = torch.cat([costs[n].flatten() for n in names])
+    unit = unit or {n: 1.0 for n in names}
+    sizes = torch.cat([torch.full((costs[n].numel(),), float(unit[n]), dtype=torch.float64) for n in names])
+    flat = torch.cat([costs[n].flatten().double() for n in names]) / sizes
     owner = torch.cat([torch.full((costs[n].numel(),), i) for i, n in enumerate(names)])
-    order = torch.argsort(flat, stable=True)
     dropped = torch.zeros(len(names), dtype=torch.long)
-    caps = torch.tensor([int(MAX_RATE * n_kernels[n]) for n in names])
-    remaining = n_drop
-    for k in order.tolist():
+    caps = torch.tensor([int(MAX_RATE * costs[n].numel()) for n in names])
+    remaining = float(amount) - 1e-9 * float(sizes.max())  # float sums: stop at the last whole kernel
+    for k in torch.argsort(flat, stable=True).tolist():
         if remaining <= 0:
             break
         i = int(owner[k])
         if dropped[i] < caps[i]:
             dropped[i] += 1
-            remaining -= 1
-    return {n: float(dropped[i]) / n_kernels[n] for i, n in enumerate(names)}
+            remaining -= float(sizes[k])
+    return {n: float(dropped[i]) / costs[n].numel() for i, n in enumerate(names)}
 
 
 def connectivity_rates(teacher: nn.Module, three: list[PrunableLayer], layers: list[PrunableLayer],
                        images: torch.Tensor, masks: torch.Tensor, config) -> dict[str, float]:
     """Per-layer connectivity of the pattern-pruned 3x3 layers, from `target_compression` or `connectivity`.
 
-    `connectivity` is the fraction of these layers' kernels removed; with `connectivity_allocation` "sensitivity"
-    the same number of kernels is removed, the globally cheapest ones, instead of that fraction of every layer."""
+    `connectivity` is the fraction removed: with `connectivity_allocation` "uniform" of every layer's kernels; with
+    "weights" of all these kernels, the globally cheapest; with "flops" of these layers' FLOPs, the kernels that
+    cost the least per FLOP they save (so large-map layers, where a kernel is worth more FLOPs, give up more)."""
     uniform = config.connectivity_allocation == "uniform" or config.connectivity > MAX_RATE
     if config.target_compression is None and (config.connectivity == 0 or uniform):
         return {l.name: float(config.connectivity) for l in three}
@@ -111,7 +115,10 @@ def connectivity_rates(teacher: nn.Module, three: list[PrunableLayer], layers: l
                                   bn_scale(mods.get(l.bn_name) if l.bn_name else None, l.module.weight.shape[0]))
              for l in three}
     if config.target_compression is None:
-        return drop_cheapest(costs, round(config.connectivity * sum(c.numel() for c in costs.values())))
+        kernels = {l.name: costs[l.name].numel() for l in three}
+        unit = {l.name: float(l.positions) for l in three} if config.connectivity_allocation == "flops" else \
+            {l.name: 1.0 for l in three}
+        return drop_cheapest(costs, config.connectivity * sum(kernels[n] * unit[n] for n in kernels), unit)
     names = {l.name for l in three}
     fixed = sum(l.module.weight.numel() for l in layers if l.kind in (CONV3X3, FIRST_CONV) and l.name not in names)
     return allocate_rates(costs, config.entries, float(config.target_compression), fixed_weights=fixed)

@@ -47,16 +47,19 @@ def test_kernel_costs_are_fractions_of_layer_energy():
         assert float(cost.sum()) == pytest.approx(1.0, rel=1e-4)  # block-diagonal energy split over kernels
 
 
-def test_drop_cheapest_removes_exactly_that_many_kernels_within_caps():
+def test_drop_cheapest_removes_that_many_units_cheapest_per_unit_first():
     costs = {"robust": torch.full((8, 8), 0.001), "fragile": torch.full((8, 8), 0.1)}
     rates = drop_cheapest(costs, 64)  # half of all kernels
     assert rates["robust"] == int(MAX_RATE * 64) / 64  # the cheap layer gives up all it may
     assert sum(r * 64 for r in rates.values()) == pytest.approx(64)
     assert drop_cheapest(costs, 0) == {"robust": 0.0, "fragile": 0.0}
+    # per unit: a fragile kernel worth 1000 units is cheaper per unit than a robust one worth 1
+    rates = drop_cheapest(costs, 1000, unit={"robust": 1.0, "fragile": 1000.0})
+    assert rates == {"robust": 0.0, "fragile": 1 / 64}
 
 
-@pytest.mark.parametrize("allocation", ["uniform", "sensitivity"])
-def test_connectivity_is_the_overall_fraction_of_kernels_removed(allocation):
+@pytest.mark.parametrize("allocation", ["flops", "weights", "uniform"])
+def test_connectivity_is_the_fraction_removed(allocation):
     model = tiny_resnet()
     x = torch.randn(16, *INPUT_SHAPE[1:], generator=torch.Generator().manual_seed(0))
     layers = execution_order(model, x[:2])
@@ -64,7 +67,10 @@ def test_connectivity_is_the_overall_fraction_of_kernels_removed(allocation):
     config = CompressionConfig(connectivity=0.5, connectivity_allocation=allocation)
     rates = connectivity_rates(model, three, layers, x, pattern_masks(candidate_patterns(4)[:8]), config)
     kernels = {l.name: l.module.weight.shape[0] * l.module.weight.shape[1] for l in three}
-    removed = sum(rates[n] * k for n, k in kernels.items())
-    assert removed == pytest.approx(0.5 * sum(kernels.values()), abs=1)
+    unit = {l.name: l.positions if allocation == "flops" else 1 for l in three}
+    removed = sum(rates[n] * k * unit[n] for n, k in kernels.items())
+    assert removed == pytest.approx(0.5 * sum(k * unit[n] for n, k in kernels.items()), abs=max(unit.values()))
     if allocation == "uniform":
         assert set(rates.values()) == {0.5}
+    else:
+        assert len(set(rates.values())) > 1
