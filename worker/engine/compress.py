@@ -98,7 +98,8 @@ def validate_config(config: CompressionConfig, input_shape: tuple[int, ...]) -> 
 
 METHODS = ("admm", "magnitude", "magnitude-only")
 _INVERSION_LIMITS = {"batch": (1, 4096), "lr": (1e-6, 10.0), "first_bn_weight": (0.0, 1e4), "tv_weight": (0.0, 1e3),
-                     "l2_weight": (0.0, 1e3), "class_weight": (0.0, 1e4), "jitter": (0, 64), "low_res_fraction": (0.0, 0.95)}
+                     "l2_weight": (0.0, 1e3), "class_weight": (0.0, 1e4), "jitter": (0, 64), "low_res_fraction": (0.0, 0.95),
+                     "noise_decay": (0.0, 3.0)}
 
 
 _POOL_LIMITS = {"inversion_steps": (0, 100), "lr": (1e-6, 10.0), "competition_weight": (0.0, 1e3)}

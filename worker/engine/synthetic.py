@@ -30,7 +30,11 @@ class InversionSettings:
     l2_weight: float = 1e-5
     class_weight: float = 0.05     # class-conditional cross-entropy on the model's own logits
     jitter: int = 2                # random shift in pixels, plus random horizontal flip
-    low_res_fraction: float = 0.0  # first part of the steps at half resolution (cheaper), then upsampled
+    low_res_fraction: float = 0.0  # first part of the steps optimised at half resolution (upsampled for the model)
+    # Starting noise with amplitude spectrum 1/f^noise_decay per image (0 = white noise; 1 = natural images'
+    # spectrum). White noise left the inverted images with ~10x real data's high-frequency power and ~6x too
+    # little at the lowest frequencies; see docs/benchmarks/engine.md, session 4.
+    noise_decay: float = 1.0
 
 
 @dataclass
@@ -66,6 +70,7 @@ def synthesize_inputs(model: nn.Module, input_shape: tuple[int, ...], mode: str,
                   "seed": seed, "cached": False}
     if mode == "bn-inversion":
         info["class_weight"] = settings.class_weight
+        info["noise_decay"] = settings.noise_decay
     if mode == "bn-inversion" and not has_batchnorm(model):
         info.update(mode="gaussian", steps=0, fallback="the model has no BatchNorm layers, so bn-inversion is "
                     "impossible; fell back to gaussian inputs")
@@ -139,6 +144,20 @@ def _tv(x: torch.Tensor) -> torch.Tensor:
     return (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean() + (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean()
 
 
+def spectral_noise(n: int, c: int, h: int, w: int, decay: float, g: torch.Generator) -> torch.Tensor:
+    """Gaussian noise whose amplitude spectrum falls as 1/f^decay, scaled to unit standard deviation per batch:
+    each image gets its own random low-frequency content (brightness, colour, large shapes), as real photos do."""
+    white = torch.randn(n, c, h, w, generator=g)
+    if decay == 0:
+        return white
+    fy = torch.fft.fftfreq(h).view(-1, 1)
+    fx = torch.fft.rfftfreq(w).view(1, -1)
+    freq = torch.sqrt(fy * fy + fx * fx)
+    freq[0, 0] = 1.0 / max(h, w)  # the mean gets the lowest frequency's amplitude, not infinity
+    x = torch.fft.irfft2(torch.fft.rfft2(white) / freq.pow(decay), s=(h, w))
+    return x / x.std().clamp_min(1e-12)
+
+
 def invert_batchnorm(model: nn.Module, input_shape: tuple[int, ...], samples: int, steps: int, seed: int,
                      progress: Progress, settings: InversionSettings, stage: str = "synthesize") -> torch.Tensor:
     net = copy.deepcopy(model).eval()
@@ -162,7 +181,7 @@ def invert_batchnorm(model: nn.Module, input_shape: tuple[int, ...], samples: in
 def _invert_batch(net, stats, input_shape, n, steps, g, settings, device, progress, stage, b, n_batches):
     c, h, w = input_shape[1:]
     low = int(steps * settings.low_res_fraction) if h >= 16 and w >= 16 else 0
-    x = torch.randn(n, c, (h // 2 if low else h), (w // 2 if low else w), generator=g).to(device)
+    x = spectral_noise(n, c, (h // 2 if low else h), (w // 2 if low else w), settings.noise_decay, g).to(device)
     x.requires_grad_(True)
     opt = torch.optim.Adam([x], lr=settings.lr, betas=(0.5, 0.9))
     labels = None

@@ -1,8 +1,12 @@
+import pytest
 import torch
 
 from tests.tiny_models import INPUT_SHAPE, tiny_resnet
 from tests.worker.engine.engine_models import NoBatchNorm, seeded
-from worker.engine.synthetic import InversionSettings, _BNStatLoss, model_fingerprint, synthesize_inputs
+from worker.engine.compress import inversion_settings
+from worker.engine.config import CompressionConfig
+from worker.engine.errors import InvalidConfigError
+from worker.engine.synthetic import InversionSettings, _BNStatLoss, model_fingerprint, spectral_noise, synthesize_inputs
 from worker.progress import NullProgress, RecordingProgress
 
 FAST = InversionSettings(batch=8)
@@ -86,3 +90,34 @@ def test_fingerprint_changes_with_any_weight():
     with torch.no_grad():
         model.linear.bias[0] += 1e-3
     assert model_fingerprint(model) != before
+
+
+def _low_frequency_share(x):
+    """Share of the (mean-removed) power in the 3x3 lowest spatial frequencies."""
+    power = torch.fft.rfft2(x - x.mean()).abs().pow(2).mean((0, 1))
+    return float(power[[0, 1, -1]][:, :2].sum() / power.sum())
+
+
+def test_spectral_noise_has_natural_low_frequency_power_and_is_deterministic():
+    white = spectral_noise(16, 3, 16, 16, 0.0, torch.Generator().manual_seed(0))
+    pink = spectral_noise(16, 3, 16, 16, 1.0, torch.Generator().manual_seed(0))
+    again = spectral_noise(16, 3, 16, 16, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(pink, again) and abs(float(pink.std()) - 1.0) < 1e-4
+    assert _low_frequency_share(pink) > 5 * _low_frequency_share(white)
+    # each image gets its own brightness / colour: per-image means spread far more than white noise's
+    assert float(pink.mean((2, 3)).std()) > 3 * float(white.mean((2, 3)).std())
+
+
+def test_noise_decay_changes_the_images_and_the_cache_key(tmp_path):
+    model = tiny_resnet()
+    white = synthesize_inputs(model, INPUT_SHAPE, "bn-inversion", 4, 3, 0, NullProgress(), cache_dir=tmp_path,
+                              settings=InversionSettings(batch=8, noise_decay=0.0))
+    pink = synthesize_inputs(model, INPUT_SHAPE, "bn-inversion", 4, 3, 0, NullProgress(), cache_dir=tmp_path,
+                             settings=InversionSettings(batch=8, noise_decay=1.0))
+    assert not pink.info["cached"] and not torch.allclose(white.images, pink.images)
+
+
+@pytest.mark.parametrize("value", [-0.5, 3.5, float("nan"), "1"])
+def test_noise_decay_is_validated(value):
+    with pytest.raises(InvalidConfigError, match="noise_decay"):
+        inversion_settings(CompressionConfig(extra={"inversion": {"noise_decay": value}}))
