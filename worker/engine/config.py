@@ -27,8 +27,9 @@ class CompressionConfig:
     # What `connectivity` is a fraction of, and which kernels go (rates.py): "flops" removes that fraction of the
     # pattern-pruned layers' FLOPs, the kernels that cost their layer the least output energy per FLOP; "weights" that
     # fraction of their kernels, the cheapest per kernel; "uniform" that fraction of every layer's kernels (the
-    # paper's). At 0.5 on ResNet-20 / -56 (2000 test images, no distillation): flops 81.95 / ..., weights 79.80 /
-    # 87.15, uniform 77.70 / 86.55 (docs/benchmarks/engine.md). Ignored when target_compression is set.
+    # paper's). At 0.5 on ResNet-20 / -56 (2000 test images, no distillation): flops 81.95 / 86.95, weights 79.80 /
+    # 87.15 (but ~25% more FLOPs kept), uniform 77.70 / 86.55 (docs/benchmarks/engine.md). Ignored when
+    # target_compression is set.
     connectivity_allocation: ConnectivityAllocation = "uniform"
     prune_first_conv: bool = False  # the 3-input-channel stem is tiny and sensitive
     prune_depthwise: bool = False
