@@ -74,6 +74,13 @@ def test_zero_steps_or_an_exhausted_budget_changes_nothing():
         assert torch.equal(v, before[k]), k
 
 
+def test_automatic_only_when_whole_kernels_are_removed():
+    assert block_settings(CompressionConfig()).steps == 0
+    assert block_settings(CompressionConfig(connectivity=0.5)).steps > 0
+    assert block_settings(CompressionConfig(target_compression=4.0)).steps > 0
+    assert block_settings(CompressionConfig(connectivity=0.5, extra={"block_reconstruction": 0})).steps == 0
+
+
 def test_options_are_validated():
     assert block_settings(CompressionConfig(extra={"block_reconstruction": 50})).steps == 50
     assert block_settings(CompressionConfig(extra={"block_reconstruction": {"steps": 20, "lr": 0.01}})).lr == 0.01
