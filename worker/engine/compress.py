@@ -37,10 +37,10 @@ HOLDOUT_CLASS_WEIGHT = 2.0
 # Distillation's feature terms match each pruned conv's BatchNorm output ("output") or its input ("input": the residual
 # stream at a block's first conv, which residual targets repair, rather than a branch they deliberately change).
 DISTILL_FEATURES = "output"
-# Block-wise reconstruction after the layer-wise pass (block_reconstruction.py): Adam steps per residual block, by
-# default only when whole kernels are removed (ResNet-20 at 50% connectivity +2.25; pattern-only -0.05 / +0.15 on
-# ResNet-20 / -56, noise; docs/benchmarks/engine.md, session 4). extra.block_reconstruction overrides it.
-AUTO_BLOCK_STEPS = 100
+# Block-wise reconstruction after the layer-wise pass (block_reconstruction.py): Adam steps per residual block.
+# On the 1/f-noise synthetic inputs: ResNet-20 +1.20 pattern-only, +1.50 at 50% connectivity; on the older inputs
+# ResNet-56 +0.15 / +0.05 (docs/benchmarks/engine.md, session 4). extra.block_reconstruction overrides it (0 = off).
+BLOCK_RECONSTRUCTION_STEPS = 100
 
 
 @dataclass
@@ -123,11 +123,8 @@ _BLOCK_LIMITS = {"steps": (0, 100_000), "lr": (1e-6, 1.0), "batch": (1, 4096), "
 
 
 def block_settings(config: CompressionConfig) -> BlockSettings:
-    """extra.block_reconstruction: steps per block (an integer) or a mapping of BlockSettings fields; absent =
-    automatic (AUTO_BLOCK_STEPS when whole kernels are removed, else off)."""
-    removes_kernels = config.connectivity > 0 or config.target_compression is not None
-    automatic = AUTO_BLOCK_STEPS if removes_kernels else 0
-    given = config.extra.get("block_reconstruction", automatic) if isinstance(config.extra, dict) else {}
+    """extra.block_reconstruction: steps per block (an integer) or a mapping of BlockSettings fields."""
+    given = config.extra.get("block_reconstruction", BLOCK_RECONSTRUCTION_STEPS) if isinstance(config.extra, dict) else {}
     if isinstance(given, int) and not isinstance(given, bool):
         given = {"steps": given}
     return _checked_settings(config, "block_reconstruction", BlockSettings, _BLOCK_LIMITS, given=given)

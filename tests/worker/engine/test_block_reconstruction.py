@@ -74,11 +74,9 @@ def test_zero_steps_or_an_exhausted_budget_changes_nothing():
         assert torch.equal(v, before[k]), k
 
 
-def test_automatic_only_when_whole_kernels_are_removed():
-    assert block_settings(CompressionConfig()).steps == 0
-    assert block_settings(CompressionConfig(connectivity=0.5)).steps > 0
-    assert block_settings(CompressionConfig(target_compression=4.0)).steps > 0
-    assert block_settings(CompressionConfig(connectivity=0.5, extra={"block_reconstruction": 0})).steps == 0
+def test_on_by_default_and_zero_turns_it_off():
+    assert block_settings(CompressionConfig()).steps > 0
+    assert block_settings(CompressionConfig(extra={"block_reconstruction": 0})).steps == 0
 
 
 def test_options_are_validated():
