@@ -30,7 +30,7 @@ class CompressionConfig:
     # paper's). At 0.5 on ResNet-20 / -56 (2000 test images, no distillation): flops 81.95 / 86.95, weights 79.80 /
     # 87.15 (but ~25% more FLOPs kept), uniform 77.70 / 86.55 (docs/benchmarks/engine.md). Ignored when
     # target_compression is set.
-    connectivity_allocation: ConnectivityAllocation = "uniform"
+    connectivity_allocation: ConnectivityAllocation = "flops"
     prune_first_conv: bool = False  # the 3-input-channel stem is tiny and sensitive
     prune_depthwise: bool = False
     linear_sparsity: LinearSparsity = "dense"  # 1x1 convs and Linear layers
