@@ -1,4 +1,5 @@
-"""Per-layer connectivity rates for a global 3x3-conv compression target, allocated by measured sensitivity.
+"""Per-layer connectivity rates for a global target (a compression ratio, or a fraction of the 3x3 FLOPs or
+kernels), allocated by measured sensitivity.
 
 One pass of the dense model over a few synthetic inputs gives each layer's per-input-channel 3x3 Gram blocks.
 Removing a (pattern-projected) kernel z of output channel o, input channel c costs about s_o^2 z^T H_c z of
@@ -105,7 +106,8 @@ def connectivity_rates(teacher: nn.Module, three: list[PrunableLayer], layers: l
 
     `connectivity` is the fraction removed: with `connectivity_allocation` "uniform" of every layer's kernels; with
     "weights" of all these kernels, the globally cheapest; with "flops" of these layers' FLOPs, the kernels that
-    cost the least per FLOP they save (so large-map layers, where a kernel is worth more FLOPs, give up more)."""
+    cost the least per FLOP they save (so large-map layers, where a kernel is worth more FLOPs, give up more).
+    Above MAX_RATE no layer could give up more than its share, so the rate is applied uniformly."""
     uniform = config.connectivity_allocation == "uniform" or config.connectivity > MAX_RATE
     if config.target_compression is None and (config.connectivity == 0 or uniform):
         return {l.name: float(config.connectivity) for l in three}
