@@ -9,13 +9,15 @@ import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import get_args
 
 import torch
 from torch import nn
 
 from worker.engine.admm import SELECTIONS
 from worker.engine.block_reconstruction import BlockSettings, reconstruct_blocks
-from worker.engine.config import CompressionConfig, effective_recovery_steps
+from worker.engine.config import (CompressionConfig, ConnectivityAllocation, LinearSparsity, SyntheticMode,
+                                  effective_recovery_steps)
 from worker.engine.connectivity import check_rate
 from worker.engine.errors import EngineError, InvalidConfigError, UnsupportedModelError
 from worker.engine.fidelity import measure_fidelity
@@ -71,13 +73,11 @@ def validate_config(config: CompressionConfig, input_shape: tuple[int, ...]) -> 
             continue  # automatic
         if not isinstance(value, int) or not 0 <= value <= 1_000_000:
             raise InvalidConfigError(f"{name} must be an integer in [0, 1000000], got {value!r}")
-    if config.connectivity_allocation not in ("flops", "weights", "uniform"):
-        raise InvalidConfigError(f"connectivity_allocation must be flops, weights or uniform, "
-                                 f"got {config.connectivity_allocation!r}")
-    if config.synthetic not in ("bn-inversion", "gaussian"):
-        raise InvalidConfigError(f"synthetic must be bn-inversion or gaussian, got {config.synthetic!r}")
-    if config.linear_sparsity not in ("dense", "unstructured", "2:4"):
-        raise InvalidConfigError(f"linear_sparsity must be dense, unstructured or 2:4, got {config.linear_sparsity!r}")
+    for name, choices in (("connectivity_allocation", ConnectivityAllocation), ("synthetic", SyntheticMode),
+                          ("linear_sparsity", LinearSparsity)):
+        if getattr(config, name) not in get_args(choices):
+            raise InvalidConfigError(f"{name} must be one of {', '.join(get_args(choices))}, "
+                                     f"got {getattr(config, name)!r}")
     if len(input_shape) < 2 or any((not isinstance(d, int)) or d < 1 or d > 65536 for d in input_shape):
         raise InvalidConfigError(f"input shape must be positive integers (N, C, ...), got {tuple(input_shape)!r}")
     if math.prod(input_shape[1:]) > 64 * 1024 * 1024:

@@ -111,6 +111,7 @@ def test_no_batchnorm_falls_back_to_gaussian(tmp_path):
     ({"target_compression": 500.0}, "out of reach"), ({"synthetic": "imagenet"}, "synthetic"),
     ({"synthetic_samples": 0}, "synthetic_samples"), ({"synthetic_samples": 10**9}, "synthetic_samples"),
     ({"linear_sparsity": "1:8"}, "linear_sparsity"), ({"device": "tpu"}, "device"),
+    ({"connectivity_allocation": "random"}, "connectivity_allocation must be one of flops, weights, uniform"),
 ])
 def test_bad_options_are_named(tmp_path, overrides, match):
     with pytest.raises(InvalidConfigError, match=match):
