@@ -149,6 +149,13 @@ def _piece_function(g: Geometry, ops: BlockedOps, relu: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _direct_offsets(g: Geometry, ops: BlockedOps) -> np.ndarray:
+    """Op offsets into the padded input itself (tile.direct): local channel * channel stride + tap shift."""
+    rows = ops.used_taps.size
+    c_local, row = ops.offsets // (rows * g.tile), (ops.offsets // g.tile) % rows
+    return c_local * g.channel_stride + g.tap_offsets()[ops.used_taps[row]]
+
+
 def layer_source(spec: ConvSpec, conv: CompactConv, tile: TileConfig, isa: str) -> str:
     _check_layer(spec, conv, tile)
     if isa == "portable" and tile.filters > 4:
@@ -162,11 +169,12 @@ def layer_source(spec: ConvSpec, conv: CompactConv, tile: TileConfig, isa: str) 
     C, K, B, V, L = spec.in_channels, spec.out_channels, tile.filters, tile.vectors, g.lanes
     y_size = K * spec.out_height * spec.out_width
     tap_buffer = ops.chunk * ops.used_taps.size * g.tile
-    off_t = "uint16_t" if tap_buffer <= 1 << 16 else "int32_t"
+    offsets = _direct_offsets(g, ops) if tile.direct else ops.offsets
+    off_t = "uint16_t" if offsets.max(initial=0) < 1 << 16 else "int32_t"
     head = (f"// layer {spec.name}: {C}->{K}, {spec.height}x{spec.width}, stride {spec.stride}, pad {spec.padding}, "
             f"dilation {spec.dilation}, relu {int(spec.relu)}, residual {int(spec.residual)}, tile {tile.label}, "
             f"nnz {conv.nnz}\nnamespace zdl_{spec.name} {{\ntypedef {off_t} OFF_T;\n")
-    arrays = (_blob("OFF_T", off_t.replace("_t", ""), "OPS", ops.offsets)
+    arrays = (_blob("OFF_T", off_t.replace("_t", ""), "OPS", offsets)
               + _blob("float", "float32", "WTS", ops.weights) + _blob("int32_t", "int32", "CNT", ops.counts) + _array("int32_t", "OPSTART", _ints(ops.op_start))
               + _array("int32_t", "WSTART", _ints(ops.w_start)) + _array("int32_t", "OCH", _ints(ops.out_channel))
               + _array("float", "BIAS", _floats(conv.bias)) + _array("int64_t", "COST", _ints(ops.cost))
@@ -189,14 +197,14 @@ static void compute_item(void* vctx, int item) {{
   const int g = item % c->groups, nt_ = item / c->groups, n = nt_ / {g.n_tiles}, t = nt_ % {g.n_tiles};
   int b0, b1;
   zd_split(COST, {ops.n_blocks}, g, c->groups, &b0, &b1);
-  float* tb = zd_scratch(1, {tap_buffer});
+  {"const float* tb;" if tile.direct else f"float* tb = zd_scratch(1, {tap_buffer});"}
   float* ps = {ops.n_chunks} > 1 ? zd_scratch(2, (size_t)(b1 - b0) * {per_block}) : nullptr;
-  if (!tb || ({ops.n_chunks} > 1 && !ps)) abort();  // out of memory for a few kilobytes: nothing sane left
+  if ({"false" if tile.direct else "!tb"} || ({ops.n_chunks} > 1 && !ps)) abort();  // out of memory for a few kilobytes: nothing sane left
   const float* xn = c->xp + (size_t)n * {C * g.channel_stride};
   const float* rn = c->res ? c->res + (size_t)n * {y_size} : nullptr;
   float* yn = c->y + (size_t)n * {y_size};
   for (int ch = 0; ch < {ops.n_chunks}; ++ch) {{
-    fill(tb, xn, ch, t);
+    {f"tb = xn + (size_t)ch * {ops.chunk * g.channel_stride} + t * {g.tile};" if tile.direct else "fill(tb, xn, ch, t);"}
     for (int b = b0; b < b1; ++b)
       piece(tb, ps + (size_t)(b - b0) * {per_block}, rn, yn, b, ch, t, ch == 0, ch == {ops.n_chunks} - 1);
   }}
@@ -219,7 +227,8 @@ extern "C" void {spec.symbol}(const float* x, const float* res, float* y, int ba
   zd_parallel(threads, tiles * groups, compute_item, &ctx);
 }}
 """
-    return head + arrays + _pad_function(g) + _fill_function(g, ops) + _piece_function(g, ops, spec.relu) + entry
+    fill = "" if tile.direct else _fill_function(g, ops)
+    return head + arrays + _pad_function(g) + fill + _piece_function(g, ops, spec.relu) + entry
 
 
 def generate_source(layers: list[tuple[ConvSpec, CompactConv, TileConfig]], isa: str) -> str:

@@ -61,11 +61,14 @@ class TileConfig:
 
     filters: output channels per register block (one accumulator row each);
     vectors: SIMD vectors of the flat output grid per spatial tile (accumulator columns);
-    channels: input channels per chunk whose aligned tap copies stay in L1 (0 = all channels at once).
+    channels: input channels per chunk whose aligned tap copies stay in L1 (0 = all channels at once);
+    direct: read the padded input with unaligned loads instead of copying each tile's taps first (faster on
+    small maps, where a tile's tap copies are used by few blocks: docs/benchmarks/kernels.md, session 5).
     """
     filters: int = 4
     vectors: int = 4
     channels: int = 16
+    direct: bool = False
 
     def __post_init__(self):
         if self.filters not in (1, 2, 3, 4, 5, 6, 8):
@@ -74,7 +77,9 @@ class TileConfig:
             raise UnsupportedConv(f"TileConfig.vectors={self.vectors!r} must be an int in 1..8")
         if not isinstance(self.channels, int) or not 0 <= self.channels <= 1 << 16:
             raise UnsupportedConv(f"TileConfig.channels={self.channels!r} must be an int in 0..65536")
+        if not isinstance(self.direct, bool):
+            raise UnsupportedConv(f"TileConfig.direct={self.direct!r} must be a bool")
 
     @property
     def label(self) -> str:
-        return f"f{self.filters}v{self.vectors}c{self.channels}"
+        return f"f{self.filters}v{self.vectors}c{self.channels}" + ("d" if self.direct else "")

@@ -19,6 +19,15 @@ _PREFERENCES = {
 }
 
 
+# Direct-load tiles (TileConfig.direct), tried on stride-1 layers with output maps of at most 14x14 only: there
+# one tile's tap copies feed too few blocks to pay for themselves, and larger chunks cut the per-chunk mask-loop
+# exits. Session 5 (Intel Xeon, AVX-512, 1 thread, interleaved A/B against f6v4c0): f6v4c128d / f4v4c64d
+# 13-19% / 13-14% faster on 512@7 and 9-13% / 2-14% on 256@14; on the stride-2 layers into 14x14 and 7x7 they
+# lost up to 20%, on 28x28 and 56x56 maps 0-13% (docs/benchmarks/kernels.md).
+_DIRECT_PREFERENCES = {"avx512": [(6, 4, 128), (4, 4, 64)], "avx2": [], "portable": []}
+_DIRECT_MAX_OUTPUTS = 14 * 14
+
+
 def _fits(filters: int, vectors: int, isa: str) -> bool:
     # accumulators + input vectors + one broadcast weight
     return filters * vectors + vectors + 1 <= _REGISTERS[isa]
@@ -30,8 +39,11 @@ def candidate_tiles(spec: ConvSpec, isa: str) -> list[TileConfig]:
     lanes = VECTOR_WIDTH[isa]
     flat = spec.out_height * (-(-(spec.width + 2 * spec.padding) // spec.stride))
     max_vectors = max(1, -(-flat // lanes))
+    preferences = [(*p, False) if len(p) == 3 else (*p[:3], False, p[3]) for p in _PREFERENCES[isa]]
+    if spec.stride == 1 and spec.out_height * spec.out_width <= _DIRECT_MAX_OUTPUTS:
+        preferences += [(*p, True) for p in _DIRECT_PREFERENCES[isa]]
     out: list[TileConfig] = []
-    for filters, vectors, chunk, *max_channels in _PREFERENCES[isa]:
+    for filters, vectors, chunk, direct, *max_channels in preferences:
         if max_channels and spec.in_channels > max_channels[0]:
             continue
         vectors = min(vectors, max_vectors)
@@ -39,7 +51,7 @@ def candidate_tiles(spec: ConvSpec, isa: str) -> list[TileConfig]:
         if filters not in (1, 2, 4, 6, 8) or not _fits(filters, vectors, isa):
             continue
         chunk = 0 if chunk >= spec.in_channels else chunk
-        tile = TileConfig(filters=filters, vectors=vectors, channels=chunk)
+        tile = TileConfig(filters=filters, vectors=vectors, channels=chunk, direct=direct)
         if tile not in out:
             out.append(tile)
     return out or [TileConfig(filters=1, vectors=1, channels=0)]

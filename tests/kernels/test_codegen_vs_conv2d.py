@@ -2,6 +2,8 @@
 
 One library per ISA holds all layers, so the whole file compiles three times at most.
 """
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -35,6 +37,10 @@ CASES = [
     ("one_row", 3, 4, 1, 9, 1, 1, 1, False, True, ODD_LIB, 0.0, TileConfig(1, 2, 0)),
     ("to_1x1", 5, 3, 3, 3, 1, 0, 1, True, False, LIB8, 0.0, TileConfig(2, 1, 0)),
     ("big_map", 4, 6, 23, 31, 1, 1, 1, True, True, LIB8, 0.4, TileConfig(2, 4, 0)),
+    # Direct tiles read the padded input in place: chunks, ragged tiles, stride phases, dilation, no padding.
+    ("direct_chunked", 32, 24, 14, 14, 1, 1, 1, True, True, LIB8, 0.5, TileConfig(4, 2, 5, direct=True)),
+    ("direct_s2", 7, 9, 11, 6, 2, 0, 1, True, True, LIB8, 0.5, TileConfig(8, 1, 2, direct=True)),
+    ("direct_dilated", 6, 6, 8, 8, 1, 2, 2, False, False, LIB8, 0.0, TileConfig(2, 3, 0, direct=True)),
 ]
 
 
@@ -57,7 +63,7 @@ LAYERS = _build_cases()
 def library(request, tmp_path_factory):
     isa = request.param
     # Eight-filter blocks (255 mask loops) take the portable build minutes: four is its largest block.
-    tiles = [t if isa != "portable" or t.filters <= 4 else TileConfig(4, t.vectors, t.channels) for *_, t in LAYERS]
+    tiles = [t if isa != "portable" or t.filters <= 4 else dataclasses.replace(t, filters=4) for *_, t in LAYERS]
     source = generate_source([(s, compact_conv(w, b, name=s.name), t) for (s, w, b, _), t in zip(LAYERS, tiles)], isa)
     return isa, build_library(source, isa=isa, cache_dir=tmp_path_factory.mktemp(f"lib_{isa}"))
 
@@ -105,6 +111,14 @@ def test_candidate_tiles_compile_and_match(tmp_path):
         torch.testing.assert_close(CompiledConv(path, spec)(x), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_direct_tiles_are_candidates_on_small_maps_only():
+    small = candidate_tiles(ConvSpec("s", 256, 256, 14, 14), "avx512")
+    assert [t.label for t in small if t.direct] == ["f6v4c128d", "f4v4c64d"]
+    for other in (ConvSpec("l", 64, 64, 56, 56), ConvSpec("s2", 128, 256, 28, 28, stride=2)):
+        assert not any(t.direct for t in candidate_tiles(other, "avx512"))
+    assert not any(t.direct for t in candidate_tiles(ConvSpec("s", 256, 256, 14, 14), "avx2"))
+
+
 def test_source_is_deterministic():
     spec, weight, bias, tile = LAYERS[0]
     layers = [(spec, compact_conv(weight, bias, name=spec.name), tile)]
@@ -143,7 +157,7 @@ def test_bad_specs_refused(kwargs, field):
         ConvSpec(**args)
 
 
-@pytest.mark.parametrize("kwargs", [{"filters": 7}, {"vectors": 0}, {"vectors": 9}, {"channels": -1}])
+@pytest.mark.parametrize("kwargs", [{"filters": 7}, {"vectors": 0}, {"vectors": 9}, {"channels": -1}, {"direct": 1}])
 def test_bad_tiles_refused(kwargs):
     with pytest.raises(UnsupportedConv):
         TileConfig(**kwargs)
