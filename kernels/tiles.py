@@ -12,10 +12,8 @@ _REGISTERS = {"avx512": 32, "avx2": 16, "portable": 16}
 # ResNet-56 CIFAR (16-64 channels) f4v4c8 and f2v8c8 won 54 of 55 layers (without them: +20% summed layer time).
 # Every candidate costs a compile and a timing per layer, so the chunk-8 ones are tried on small layers only.
 # f6v4c0 and f4v5c32: 5-12% faster than the best f4v4 on 512@7 and 256@14 layers (same session, 1 thread).
-# f4v6c16 (<= 64 channels): 9-14% faster than f4v4c16 on the 64->128 stride-2 layer (session 5, Intel, 1 thread).
 _PREFERENCES = {
-    "avx512": [(4, 4, 16), (4, 4, 32), (4, 4, 0), (8, 3, 0), (6, 4, 0), (4, 5, 32), (4, 4, 8, 64), (2, 8, 8, 64),
-               (4, 6, 16, 64)],
+    "avx512": [(4, 4, 16), (4, 4, 32), (4, 4, 0), (8, 3, 0), (6, 4, 0), (4, 5, 32), (4, 4, 8, 64), (2, 8, 8, 64)],
     "avx2": [(2, 4, 8), (4, 2, 0), (1, 6, 8), (2, 4, 0), (4, 2, 16), (1, 4, 0)],
     "portable": [(2, 4, 8), (4, 2, 0), (1, 6, 8), (2, 4, 0)],
 }
