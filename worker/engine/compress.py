@@ -208,8 +208,8 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
     masks = {f"{name}.weight": r["result"].mask.to(torch.bool).cpu() for name, r in results.items()}
     if config.bn_recalibration and any(isinstance(m, nn.BatchNorm2d) for m in student.modules()):
         recovery["bn_recalibrated"] = recalibrate_batchnorm(student, teacher, images)
-    recovery_steps = effective_recovery_steps(config)
     blocks = block_settings(config)
+    recovery_steps = effective_recovery_steps(config, block_reconstruction=blocks.steps > 0)
     if blocks.steps > 0:
         budget = None
         if config.time_budget_s is not None:  # leave room for the distillation when it follows

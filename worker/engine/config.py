@@ -41,9 +41,11 @@ class CompressionConfig:
     synthetic_steps: int = 100
     # Data-free recovery after pruning.
     # Masked distillation steps after pruning (0 = off). Each step first re-inverts its batch of the synthetic
-    # pool one step (extra.fresh_inputs, image_pool.py). None = automatic: AUTO_RECOVERY_STEPS when whole
-    # kernels are removed (connectivity or target_compression: +1.85 / +0.25 points on ResNet-20 / -56 at 50%),
-    # 0 for pattern-only pruning (+0.15 / -0.50: noise at ~40% of the ResNet-56 job time); docs/benchmarks/engine.md.
+    # pool one step (extra.fresh_inputs, image_pool.py). None = automatic: 0 while block reconstruction runs (after
+    # it, 200 steps measured -0.70 / -0.75 on ResNet-56 at 50% connectivity, -0.20 / +0.30 on ResNet-20, for ~6x the
+    # block stage's time); AUTO_RECOVERY_STEPS when whole kernels are removed and block reconstruction is off
+    # (connectivity or target_compression: +1.85 / +0.25 on ResNet-20 / -56 at 50%, session 3); 0 for pattern-only
+    # pruning (+0.15 / -0.50). docs/benchmarks/engine.md.
     recovery_steps: int | None = None
     distill_lr: float = 1e-3
     bn_recalibration: bool = True  # re-estimate BatchNorm statistics of the pruned model on synthetic inputs
@@ -66,9 +68,10 @@ class CompressionConfig:
 AUTO_RECOVERY_STEPS = 200
 
 
-def effective_recovery_steps(config: CompressionConfig) -> int:
-    """The distillation steps a job runs: the configured number, or the automatic choice for None."""
+def effective_recovery_steps(config: CompressionConfig, block_reconstruction: bool = True) -> int:
+    """The distillation steps a job runs: the configured number, or the automatic choice for None (distillation
+    only when whole kernels are removed and no block reconstruction ran: after it, distillation measured a loss)."""
     if config.recovery_steps is not None:
         return config.recovery_steps
     removes_kernels = config.connectivity > 0 or config.target_compression is not None
-    return AUTO_RECOVERY_STEPS if removes_kernels else 0
+    return AUTO_RECOVERY_STEPS if removes_kernels and not block_reconstruction else 0

@@ -180,21 +180,28 @@ def test_cancellation_stops_the_work(tmp_path):
         compress_module(tiny_resnet(), INPUT_SHAPE, cfg, _CancelAfter(1), cache_dir=tmp_path)
 
 
-@pytest.mark.parametrize("overrides, steps", [
-    ({"connectivity": 0.0}, 0),  # pattern-only: distillation measured no gain, so none by default
-    ({"connectivity": 0.5}, AUTO_RECOVERY_STEPS),
-    ({"target_compression": 4.5}, AUTO_RECOVERY_STEPS),
-    ({"connectivity": 0.0, "recovery_steps": 7}, 7),  # an explicit number always wins
-    ({"connectivity": 0.5, "recovery_steps": 0}, 0),
+@pytest.mark.parametrize("overrides, blocks, steps", [
+    ({"connectivity": 0.0}, False, 0),  # pattern-only: distillation measured no gain, so none by default
+    ({"connectivity": 0.5}, False, AUTO_RECOVERY_STEPS),
+    ({"target_compression": 4.5}, False, AUTO_RECOVERY_STEPS),
+    ({"connectivity": 0.5}, True, 0),  # after block reconstruction distillation measured a loss
+    ({"target_compression": 4.5}, True, 0),
+    ({"connectivity": 0.0, "recovery_steps": 7}, True, 7),  # an explicit number always wins
+    ({"connectivity": 0.5, "recovery_steps": 0}, False, 0),
 ])
-def test_automatic_recovery_steps(overrides, steps):
-    assert effective_recovery_steps(CompressionConfig(**overrides)) == steps
+def test_automatic_recovery_steps(overrides, blocks, steps):
+    assert effective_recovery_steps(CompressionConfig(**overrides), block_reconstruction=blocks) == steps
 
 
-def test_automatic_recovery_runs_only_when_kernels_are_removed(tmp_path, monkeypatch):
+def test_automatic_recovery_runs_only_when_kernels_are_removed_without_blocks(tmp_path, monkeypatch):
     monkeypatch.setattr("worker.engine.config.AUTO_RECOVERY_STEPS", 3)  # the real 200 is for real models
     auto = {**FAST, "recovery_steps": None}
-    pattern_only, _ = _run(tmp_path, **{**auto, "connectivity": 0.0})
+    no_blocks = {"inversion": {"batch": 8}, "block_reconstruction": 0}
+    pattern_only, _ = _run(tmp_path, **{**auto, "connectivity": 0.0, "extra": no_blocks})
     assert "distillation" not in pattern_only.report["recovery"]
-    with_connectivity, _ = _run(tmp_path, **{**auto, "connectivity": 0.5})
+    with_connectivity, _ = _run(tmp_path, **{**auto, "connectivity": 0.5, "extra": no_blocks})
     assert with_connectivity.report["recovery"]["distillation"]["steps"] == 3
+    with_blocks, _ = _run(tmp_path, **{**auto, "connectivity": 0.5,
+                                       "extra": {**no_blocks, "block_reconstruction": 2}})
+    assert with_blocks.report["recovery"]["block_reconstruction"]["blocks"] > 0
+    assert "distillation" not in with_blocks.report["recovery"]
