@@ -1,0 +1,69 @@
+"""Whole-model A/B of compiled packages at batch 1: packages, dense ONNX Runtime and torch eager in one process.
+
+Runs round-robin; with --threads 1 it times the calling thread's CPU time, which a busy machine disturbs far
+less than wall time. The model is rebuilt from benchmarks.model_zoo with the packages' seed, so pass packages
+that `benchmarks.kernels` compiled (its --work-dir holds <model>_<density>/).
+
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python -m benchmarks.kernel_model_ab --density 4/9x0.5 \\
+        before=/tmp/a/resnet18_4-9x0.5 after=/tmp/b/resnet18_4-9x0.5
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+
+import kernels
+from benchmarks.kernels import DENSITIES
+from benchmarks.model_zoo import build
+from kernels.bench import onnxruntime_session
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("packages", nargs="+", help="label=package_dir")
+    ap.add_argument("--model", default="resnet18")
+    ap.add_argument("--density", choices=list(DENSITIES), required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=40)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    clock = time.thread_time if args.threads == 1 else time.perf_counter
+    model, shape = build(args.model, DENSITIES[args.density], seed=args.seed)
+    model.eval()
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(args.seed))
+    with torch.inference_mode():
+        reference = model(x)
+        fns = {}
+        for item in args.packages:
+            label, path = item.split("=", 1)
+            compiled = kernels.load(path)
+            torch.testing.assert_close(compiled(x), reference, rtol=1e-3, atol=1e-3, msg=label)
+            fns[label] = lambda compiled=compiled: compiled(x)
+        ort = onnxruntime_session(model, x, tempfile.mkdtemp(prefix="zd_model_ab_"))
+        fns["onnxruntime"] = lambda: ort(x)
+        fns["torch eager"] = lambda: model(x)
+        for fn in fns.values():
+            fn(), fn()
+        times: dict[str, list[float]] = {label: [] for label in fns}
+        for _ in range(args.runs):
+            for label, fn in fns.items():
+                t0 = clock()
+                fn()
+                times[label].append((clock() - t0) * 1e3)
+    ort_med, ort_min = statistics.median(times["onnxruntime"]), min(times["onnxruntime"])
+    print(f"{args.model} {args.density}, batch 1, {args.threads} thread(s), "
+          f"{'thread CPU' if args.threads == 1 else 'wall'} ms, {args.runs} interleaved runs")
+    print("| contender | median ms | fastest ms | vs ORT (median) | vs ORT (fastest) |")
+    print("|---|---|---|---|---|")
+    for label, t in times.items():
+        med, low = statistics.median(t), min(t)
+        print(f"| {label} | {med:.2f} | {low:.2f} | {ort_med / med:.2f}x | {ort_min / low:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
