@@ -21,9 +21,9 @@ _PREFERENCES = {
 
 # Direct-load tiles (TileConfig.direct), tried on stride-1 layers with output maps of at most 14x14 only: there
 # one tile's tap copies feed too few blocks to pay for themselves, and larger chunks cut the per-chunk mask-loop
-# exits. Session 5 (Intel Xeon, AVX-512, 1 thread, interleaved A/B against f6v4c0): f6v4c128d / f4v4c64d
-# 13-19% / 13-14% faster on 512@7 and 9-13% / 2-14% on 256@14; on the stride-2 layers into 14x14 and 7x7 they
-# lost up to 20%, on 28x28 and 56x56 maps 0-13% (docs/benchmarks/kernels.md).
+# exits. Session 5 (Intel Xeon, AVX-512, 1 thread, interleaved A/B against f6v4c0, two runs): f6v4c128d /
+# f4v4c64d 9-23% / 4-14% faster on 512@7 and 9-13% / 2-14% on 256@14; on the stride-2 layers into 14x14 and
+# 7x7 they lost 8-14%, on 28x28 and 56x56 maps up to 18% (docs/benchmarks/kernels.md).
 _DIRECT_PREFERENCES = {"avx512": [(6, 4, 128), (4, 4, 64)], "avx2": [], "portable": []}
 _DIRECT_MAX_OUTPUTS = 14 * 14
 
