@@ -33,8 +33,8 @@ from worker.engine.config import CompressionConfig
 @click.option("--steps", type=int, default=CompressionConfig.synthetic_steps, show_default=True,
               help="Optimisation steps for synthetic inputs.")
 @click.option("--recovery-steps", type=int, default=None,
-              help="Data-free recovery (distillation) steps after pruning.  [default: 200 when whole kernels are "
-                   "removed (--connectivity / --target-compression), 0 for pattern-only]")
+              help="Data-free recovery (distillation) steps after pruning.  [default: 0; 200 when whole kernels "
+                   "are removed and block reconstruction is off (--set 'extra={\"block_reconstruction\": 0}')]")
 @click.option("--time-budget", type=float, default=None, help="Wall-clock budget for compression, seconds.")
 @click.option("--input-shape", callback=shape_option, default=None,
               help="N,C,H,W for models that do not declare one (e.g. TorchScript): 1,3,32,32.")

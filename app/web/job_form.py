@@ -22,8 +22,8 @@ EXPLANATIONS = {
     "synthetic": "How synthetic inputs are made: match BatchNorm statistics, or plain Gaussian noise.",
     "synthetic_samples": "Number of synthetic inputs (no real data is ever used).",
     "synthetic_steps": "Optimisation steps spent making the synthetic inputs.",
-    "recovery_steps": "Data-free distillation steps after pruning, to recover fidelity (empty = 200 when whole "
-                      "kernels are removed, none for pattern-only pruning, where it measured no gain).",
+    "recovery_steps": "Data-free distillation steps after pruning (empty = automatic: none, since block-wise "
+                      "reconstruction recovers more; 200 when whole kernels are removed and block reconstruction is off).",
     "distill_lr": "Learning rate of the data-free recovery (distillation) steps.",
     "bn_recalibration": "Re-estimate BatchNorm statistics of the pruned model on synthetic inputs.",
     "admm_iterations": "Layer-wise ADMM iterations per layer (0 = projection + masked least squares only).",
