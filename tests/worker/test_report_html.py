@@ -38,6 +38,7 @@ def test_full_report_draws_every_chart():
     assert html.count("<svg class=\"zd-chart\"") == 6  # latency, layer time, sparsity, usage, error, size
     assert "2.00&times;" in html  # batch-1 speedup from the latencies, not the summary field
     assert "97.0%" in html and "55.6%" in html  # agreement, per-layer sparsity 1 - 1024/2304
+    assert "upper bound" in html  # the synthetic agreement over-reads real agreement; the report says so
 
 
 def test_self_contained_no_scripts_or_external_requests():
