@@ -39,11 +39,11 @@ def candidate_tiles(spec: ConvSpec, isa: str) -> list[TileConfig]:
     lanes = VECTOR_WIDTH[isa]
     flat = spec.out_height * (-(-(spec.width + 2 * spec.padding) // spec.stride))
     max_vectors = max(1, -(-flat // lanes))
-    preferences = [(*p, False) if len(p) == 3 else (*p[:3], False, p[3]) for p in _PREFERENCES[isa]]
+    preferences = [(p, False) for p in _PREFERENCES[isa]]
     if spec.stride == 1 and spec.out_height * spec.out_width <= _DIRECT_MAX_OUTPUTS:
-        preferences += [(*p, True) for p in _DIRECT_PREFERENCES[isa]]
+        preferences += [(p, True) for p in _DIRECT_PREFERENCES[isa]]
     out: list[TileConfig] = []
-    for filters, vectors, chunk, direct, *max_channels in preferences:
+    for (filters, vectors, chunk, *max_channels), direct in preferences:
         if max_channels and spec.in_channels > max_channels[0]:
             continue
         vectors = min(vectors, max_vectors)

@@ -68,7 +68,7 @@ class CompressionConfig:
 AUTO_RECOVERY_STEPS = 200
 
 
-def effective_recovery_steps(config: CompressionConfig, block_reconstruction: bool = True) -> int:
+def effective_recovery_steps(config: CompressionConfig, *, block_reconstruction: bool) -> int:
     """The distillation steps a job runs: the configured number, or the automatic choice for None (distillation
     only when whole kernels are removed and no block reconstruction ran: after it, distillation measured a loss)."""
     if config.recovery_steps is not None:
