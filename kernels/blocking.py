@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels.format import TAPS, CompactConv
+from kernels.format import CompactConv
 
 
 @dataclass
@@ -33,7 +33,7 @@ class BlockedOps:
 
 def _nonzero_table(conv: CompactConv) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per non-zero: reordered filter position, input channel, tap, value (in `values` order)."""
-    pattern_taps = [np.array([t for t in range(TAPS) if int(m) >> t & 1], dtype=np.int64) for m in conv.patterns]
+    pattern_taps = [np.array([t for t in range(conv.taps) if int(m) >> t & 1], dtype=np.int64) for m in conv.patterns]
     counts = np.array([len(t) for t in pattern_taps], dtype=np.int64)
     kp = conv.kernel_pattern.astype(np.int64)
     n_per_kernel = counts[kp] if kp.size else np.zeros(0, np.int64)
@@ -50,16 +50,17 @@ def block_ops(conv: CompactConv, filters: int, chunk: int, tile: int) -> Blocked
     n_blocks, n_chunks = -(-K // filters), -(-C // chunk)
     n_masks = (1 << filters) - 1
     pos, chan, taps, vals = _nonzero_table(conv)
-    used = np.unique(taps) if taps.size else np.array([4], dtype=np.int64)
-    row_of_tap = np.full(TAPS, -1, dtype=np.int64)
+    n_taps = conv.taps
+    used = np.unique(taps) if taps.size else np.array([n_taps // 2], dtype=np.int64)  # all pruned: centre tap
+    row_of_tap = np.full(n_taps, -1, dtype=np.int64)
     row_of_tap[used] = np.arange(used.size)
     block, slot = pos // filters, pos % filters
     # One op per (block, channel, tap); its mask ORs the slots that use it.
-    key = (block * C + chan) * TAPS + taps
+    key = (block * C + chan) * n_taps + taps
     uniq, inverse = np.unique(key, return_inverse=True)
     op_mask = np.zeros(uniq.size, dtype=np.int64)
     np.bitwise_or.at(op_mask, inverse, 1 << slot)
-    op_block, op_chan, op_tap = uniq // (C * TAPS), (uniq // TAPS) % C, uniq % TAPS
+    op_block, op_chan, op_tap = uniq // (C * n_taps), (uniq // n_taps) % C, uniq % n_taps
     op_piece = op_block * n_chunks + op_chan // chunk
     op_offset = ((op_chan % chunk) * used.size + row_of_tap[op_tap]) * tile
     # Op order: piece (block, chunk), then mask, then ascending buffer offset (walks memory forwards).

@@ -52,9 +52,11 @@ def _blob(ctype: str, dtype: str, name: str, values: np.ndarray) -> str:
 def _check_layer(spec: ConvSpec, conv: CompactConv, tile: TileConfig) -> None:
     if not isinstance(spec, ConvSpec) or not isinstance(conv, CompactConv) or not isinstance(tile, TileConfig):
         raise UnsupportedConv("each layer must be a (ConvSpec, CompactConv, TileConfig) tuple")
-    if (conv.out_channels, conv.in_channels) != (spec.out_channels, spec.in_channels):
+    if (conv.out_channels, conv.in_channels, conv.kernel_size) != (spec.out_channels, spec.in_channels,
+                                                                    spec.kernel_size):
         raise UnsupportedConv(f"layer {spec.name!r}: compact weights are {conv.out_channels}x{conv.in_channels}, "
-                              f"spec says {spec.out_channels}x{spec.in_channels}")
+                              f"{conv.kernel_size}x{conv.kernel_size}, spec says {spec.out_channels}x"
+                              f"{spec.in_channels}, {spec.kernel_size}x{spec.kernel_size}")
     if not np.all(np.isfinite(conv.bias)) or not np.all(np.isfinite(conv.values)):
         raise UnsupportedConv(f"layer {spec.name!r}: weights or bias are not finite")
 
@@ -171,7 +173,7 @@ def layer_source(spec: ConvSpec, conv: CompactConv, tile: TileConfig, isa: str) 
     tap_buffer = ops.chunk * ops.used_taps.size * g.tile
     offsets = _direct_offsets(g, ops) if tile.direct else ops.offsets
     off_t = "uint16_t" if offsets.max(initial=0) < 1 << 16 else "int32_t"
-    head = (f"// layer {spec.name}: {C}->{K}, {spec.height}x{spec.width}, stride {spec.stride}, pad {spec.padding}, "
+    head = (f"// layer {spec.name}: {C}->{K}, {spec.kernel_size}x{spec.kernel_size} on {spec.height}x{spec.width}, stride {spec.stride}, pad {spec.padding}, "
             f"dilation {spec.dilation}, relu {int(spec.relu)}, residual {int(spec.residual)}, tile {tile.label}, "
             f"nnz {conv.nnz}\nnamespace zdl_{spec.name} {{\ntypedef {off_t} OFF_T;\n")
     arrays = (_blob("OFF_T", off_t.replace("_t", ""), "OPS", offsets)

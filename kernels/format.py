@@ -1,7 +1,8 @@
 """Compact layout of a pattern-pruned 3x3 conv: reordered filters, per-kernel channel + pattern id, packed non-zeros.
 
 The pattern assignment is read from the zeros alone, so any model whose 3x3 kernels use a small library of
-non-zero patterns qualifies, whoever pruned it. Taps are numbered t = 3 * dy + dx (row-major in the 3x3 window).
+non-zero patterns qualifies, whoever pruned it. Taps are numbered t = k * dy + dx (row-major in the k x k window).
+Larger kernels (5x5, 7x7: a ResNet stem) use the same format; a dense one is a single all-taps pattern.
 """
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import torch
 
 from kernels.errors import CompactFormatError, KernelError, NotPatternSparse  # noqa: F401 (re-exported)
 
-TAPS = 9
+TAPS = 9  # of a 3x3 kernel, the pattern-pruned case
+KERNEL_SIZES = (3, 5, 7)
 _ARRAYS = ("shape", "filter_order", "kernel_ptr", "kernel_channel", "kernel_pattern", "values", "patterns", "bias")
 
 
-def pattern_taps(mask: int) -> list[int]:
-    """Tap indices (0..8, ascending) set in a 9-bit pattern mask."""
-    return [t for t in range(TAPS) if mask >> t & 1]
+def pattern_taps(mask: int, taps: int = TAPS) -> list[int]:
+    """Tap indices (0..taps-1, ascending) set in a pattern mask."""
+    return [t for t in range(taps) if mask >> t & 1]
 
 
 @dataclass
@@ -32,8 +34,13 @@ class CompactConv:
     kernel_channel: np.ndarray  # int32 [n_kernels]: input channel of each kept kernel
     kernel_pattern: np.ndarray  # uint8 [n_kernels]: index into patterns
     values: np.ndarray          # float32 [nnz]: each kernel's non-zeros in ascending tap order
-    patterns: np.ndarray        # uint16 [P]: 9-bit tap masks (the pattern library)
+    patterns: np.ndarray        # uint64 [P]: k*k-bit tap masks (the pattern library)
     bias: np.ndarray            # float32 [K], original channel order
+    kernel_size: int = 3        # k of the k x k window
+
+    @property
+    def taps(self) -> int:
+        return self.kernel_size ** 2
 
     @property
     def nnz(self) -> int:
@@ -49,11 +56,11 @@ class CompactConv:
 
     @property
     def dense_nbytes(self) -> int:
-        return 4 * (self.out_channels * self.in_channels * TAPS + self.out_channels)
+        return 4 * (self.out_channels * self.in_channels * self.taps + self.out_channels)
 
     @property
     def density(self) -> float:
-        return self.nnz / max(1, self.out_channels * self.in_channels * TAPS)
+        return self.nnz / max(1, self.out_channels * self.in_channels * self.taps)
 
     def value_ptr(self) -> np.ndarray:
         """int64 [n_kernels+1]: where each kernel's packed non-zeros start in `values`."""
@@ -63,18 +70,21 @@ class CompactConv:
         return ptr
 
     def to_dense(self) -> torch.Tensor:
-        """The K x C x 3 x 3 weight in original filter order (zeros where pruned)."""
-        dense = np.zeros((self.out_channels, self.in_channels, TAPS), dtype=np.float32)
+        """The K x C x k x k weight in original filter order (zeros where pruned)."""
+        dense = np.zeros((self.out_channels, self.in_channels, self.taps), dtype=np.float32)
         vptr = self.value_ptr()
-        taps = [pattern_taps(int(m)) for m in self.patterns]
+        taps = [pattern_taps(int(m), self.taps) for m in self.patterns]
         for pos in range(self.out_channels):
             k = int(self.filter_order[pos])
             for i in range(int(self.kernel_ptr[pos]), int(self.kernel_ptr[pos + 1])):
                 dense[k, self.kernel_channel[i], taps[self.kernel_pattern[i]]] = self.values[vptr[i]:vptr[i + 1]]
-        return torch.from_numpy(dense.reshape(self.out_channels, self.in_channels, 3, 3))
+        k = self.kernel_size
+        return torch.from_numpy(dense.reshape(self.out_channels, self.in_channels, k, k))
 
     def to_dict(self) -> dict[str, np.ndarray]:
-        shape = np.array([self.out_channels, self.in_channels], dtype=np.int64)
+        # [K, C] for 3x3 (the layout packages have always stored), [K, C, k] otherwise.
+        dims = [self.out_channels, self.in_channels] + ([self.kernel_size] if self.kernel_size != 3 else [])
+        shape = np.array(dims, dtype=np.int64)
         return {"shape": shape, "filter_order": self.filter_order, "kernel_ptr": self.kernel_ptr,
                 "kernel_channel": self.kernel_channel, "kernel_pattern": self.kernel_pattern,
                 "values": self.values, "patterns": self.patterns, "bias": self.bias}
@@ -87,17 +97,18 @@ class CompactConv:
             raise CompactFormatError(f"layer {name!r}: compact arrays missing {missing}")
         try:
             a = {k: np.asarray(arrays[k]) for k in _ARRAYS}
-            K, C = (int(v) for v in a["shape"].reshape(-1)[:2])
-            if a["shape"].size != 2:
-                raise ValueError("shape must hold [out_channels, in_channels]")
+            dims = [int(v) for v in a["shape"].reshape(-1)]
+            if len(dims) not in (2, 3):
+                raise ValueError("shape must hold [out_channels, in_channels(, kernel_size)]")
+            K, C, k = dims[0], dims[1], dims[2] if len(dims) == 3 else 3
             conv = cls(name=name, out_channels=K, in_channels=C,
                        filter_order=a["filter_order"].astype(np.int32, casting="safe"),
                        kernel_ptr=a["kernel_ptr"].astype(np.int32, casting="safe"),
                        kernel_channel=a["kernel_channel"].astype(np.int32, casting="safe"),
                        kernel_pattern=a["kernel_pattern"].astype(np.uint8, casting="safe"),
                        values=a["values"].astype(np.float32, casting="same_kind"),
-                       patterns=a["patterns"].astype(np.uint16, casting="safe"),
-                       bias=a["bias"].astype(np.float32, casting="same_kind"))
+                       patterns=a["patterns"].astype(np.uint64, casting="safe"),
+                       bias=a["bias"].astype(np.float32, casting="same_kind"), kernel_size=k)
         except (TypeError, ValueError) as exc:
             raise CompactFormatError(f"layer {name!r}: malformed compact arrays: {exc}") from None
         conv.validate()
@@ -107,6 +118,8 @@ class CompactConv:
         def bad(why: str):
             raise CompactFormatError(f"layer {self.name!r}: {why}")
         K, C = self.out_channels, self.in_channels
+        if self.kernel_size not in KERNEL_SIZES:
+            bad(f"kernel_size {self.kernel_size!r} is not one of {KERNEL_SIZES}")
         if not (1 <= K <= 1 << 16 and 1 <= C <= 1 << 16):
             bad(f"channel counts {K}x{C} out of range")
         for field in ("filter_order", "kernel_ptr", "kernel_channel", "kernel_pattern", "values", "patterns", "bias"):
@@ -127,8 +140,8 @@ class CompactConv:
             chans = self.kernel_channel[ptr[f]:ptr[f + 1]]
             if np.unique(chans).size != chans.size:
                 bad(f"filter position {f} lists an input channel twice")
-        if self.patterns.size > 255 or np.any(self.patterns == 0) or np.any(self.patterns >= 1 << TAPS):
-            bad("patterns must be 1..255 non-empty 9-bit masks")
+        if self.patterns.size > 255 or np.any(self.patterns == 0) or np.any(self.patterns >= 1 << self.taps):
+            bad(f"patterns must be 1..255 non-empty {self.taps}-bit masks")
         if self.kernel_pattern.size and self.kernel_pattern.max() >= self.patterns.size:
             bad("kernel_pattern refers past the pattern library")
         if self.values.size != self.value_ptr()[-1]:
@@ -139,18 +152,21 @@ class CompactConv:
 
 def compact_conv(weight: torch.Tensor, bias: torch.Tensor | None, *, name: str,
                  max_patterns: int = 32, max_entries: int = 9) -> CompactConv:
-    """Compact a K x C x 3 x 3 weight (BN already folded) whose kernels use at most `max_patterns` patterns.
+    """Compact a K x C x k x k weight (k in KERNEL_SIZES, BN already folded) whose kernels use at most
+    `max_patterns` patterns.
 
     Raises NotPatternSparse naming the layer when a kernel has more than `max_entries` non-zeros or the
     layer uses more than `max_patterns` distinct patterns.
     """
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3):
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 4 or weight.shape[2] != weight.shape[3] \
+            or int(weight.shape[2]) not in KERNEL_SIZES:
         shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
-        raise NotPatternSparse(name, f"expected a K x C x 3 x 3 weight, got {shape}")
-    K, C = int(weight.shape[0]), int(weight.shape[1])
+        raise NotPatternSparse(name, f"expected a K x C x k x k weight, k in {KERNEL_SIZES}, got {shape}")
+    K, C, size = int(weight.shape[0]), int(weight.shape[1]), int(weight.shape[2])
+    taps = size * size
     if K == 0 or C == 0:
         raise NotPatternSparse(name, "the weight has no channels")
-    w = weight.detach().to(torch.float32).cpu().reshape(K, C, TAPS).numpy()
+    w = weight.detach().to(torch.float32).cpu().reshape(K, C, taps).numpy()
     if not np.all(np.isfinite(w)):
         raise NotPatternSparse(name, "the weight holds NaN or infinite values")
     b = np.zeros(K, dtype=np.float32)
@@ -161,7 +177,7 @@ def compact_conv(weight: torch.Tensor, bias: torch.Tensor | None, *, name: str,
         b = bias_np.astype(np.float32).copy()
 
     nonzero = w != 0
-    masks = (nonzero * (1 << np.arange(TAPS))).sum(axis=2).astype(np.int64)   # [K, C]
+    masks = (nonzero * (1 << np.arange(taps, dtype=np.int64))).sum(axis=2).astype(np.int64)   # [K, C]
     counts = nonzero.sum(axis=2)
     if counts.max(initial=0) > max_entries:
         k, c = np.unravel_index(int(np.argmax(counts)), counts.shape)
@@ -190,7 +206,7 @@ def compact_conv(weight: torch.Tensor, bias: torch.Tensor | None, *, name: str,
         kernel_channel=np.asarray(channels, dtype=np.int32),
         kernel_pattern=np.asarray(pattern_ids, dtype=np.uint8),
         values=np.concatenate(values).astype(np.float32) if values else np.zeros(0, np.float32),
-        patterns=library.astype(np.uint16), bias=b)
+        patterns=library.astype(np.uint64), bias=b, kernel_size=size)
     conv.validate()
     return conv
 
@@ -203,7 +219,7 @@ def _filter_order(masks: np.ndarray, nonzero: np.ndarray) -> list[int]:
     then add the remaining filter of similar weight whose taps overlap the group's most.
     """
     K = masks.shape[0]
-    taps = nonzero.reshape(K, -1).astype(np.float32)          # [K, C*9]
+    taps = nonzero.reshape(K, -1).astype(np.float32)          # [K, C*taps]
     nnz = taps.sum(axis=1)
     remaining = sorted(range(K), key=lambda k: (-nnz[k], k))
     order: list[int] = []

@@ -50,13 +50,14 @@ class Geometry:
 
     def tap_phase_and_shift(self, tap: int) -> tuple[int, int]:
         s, d, wq = self.spec.stride, self.spec.dilation, self.plane_width
-        ry, rx = d * (tap // 3), d * (tap % 3)
+        k = self.spec.kernel_size
+        ry, rx = d * (tap // k), d * (tap % k)
         return (ry % s) * s + (rx % s), (ry // s) * wq + (rx // s)
 
     @property
     def plane_len(self) -> int:
         """Floats per phase plane: the plane plus slack for the last tile's reads, 16-float aligned."""
-        max_shift = max(self.tap_phase_and_shift(t)[1] for t in range(9))
+        max_shift = max(self.tap_phase_and_shift(t)[1] for t in range(self.spec.taps))
         need = max(self.plane_height * self.plane_width, self.n_tiles * self.tile + max_shift)
         return _ceil_div(need, 16) * 16
 
@@ -65,9 +66,9 @@ class Geometry:
         return self.phases * self.plane_len
 
     def tap_offsets(self) -> np.ndarray:
-        """int64 [9]: offset of each tap from the output's flat index, inside one channel's planes."""
+        """int64 [taps]: offset of each tap from the output's flat index, inside one channel's planes."""
         out = []
-        for t in range(9):
+        for t in range(self.spec.taps):
             phase, shift = self.tap_phase_and_shift(t)
             out.append(phase * self.plane_len + shift)
         return np.array(out, dtype=np.int64)

@@ -1,4 +1,4 @@
-"""The model as an FX graph: export with a dynamic batch, find 3x3 convs and their fusable epilogues,
+"""The model as an FX graph: export with a dynamic batch, find 3x3 (and 1x1, 5x5, 7x7) convs and their fusable epilogues,
 and rewrite the chosen ones into compiled-conv calls. Everything else stays torch."""
 from __future__ import annotations
 
@@ -44,6 +44,17 @@ class ConvSite:
     def pointwise(self) -> bool:
         """A 1x1 conv, compiled as the 3x3 conv (padding 1) whose only tap is the centre: same outputs."""
         return tuple(self.weight.shape[-2:]) == (1, 1)
+
+    @property
+    def kernel_size(self) -> int:
+        """k of the k x k conv the generator compiles (a 1x1 conv runs as a 3x3)."""
+        return max(3, int(self.weight.shape[-1]))
+
+    @property
+    def shape_padding(self) -> int:
+        """The padding that gives this site's output shape under the 3x3 formula of the graph's
+        `compiled_conv` op (its shape function; the op's arguments only describe the output)."""
+        return self.compiled_padding[0] - (self.kernel_size - 3) // 2
 
     @property
     def compiled_weight(self) -> torch.Tensor:
@@ -158,16 +169,16 @@ def _why_unsupported(site: ConvSite) -> str:
     kh, kw = site.weight.shape[-2:]
     if (kh, kw) == (1, 1) and site.padding != (0, 0):
         return f"1x1 kernel with padding={site.padding} (only 1x1 without padding is compiled)"
-    if (kh, kw) not in ((3, 3), (1, 1)):
-        return f"kernel {kh}x{kw} (only 3x3 and 1x1 are compiled)"
+    if (kh, kw) not in ((3, 3), (1, 1), (5, 5), (7, 7)):
+        return f"kernel {kh}x{kw} (only 1x1, 3x3, 5x5 and 7x7 are compiled)"
     if site.groups != 1:
         return f"groups={site.groups} (only groups=1 is compiled)"
     if site.dilation != (1, 1):
         return f"dilation={site.dilation} (only 1 is compiled)"
     if site.stride[0] != site.stride[1] or site.stride[0] not in (1, 2):
         return f"stride={site.stride} (only 1 or 2, equal in both dims)"
-    if site.padding[0] != site.padding[1] or site.padding[0] > 2:
-        return f"padding={site.padding} (only equal padding up to 2)"
+    if site.padding[0] != site.padding[1] or site.padding[0] > max(2, kh // 2):
+        return f"padding={site.padding} (only equal padding up to max(2, kernel // 2))"
     if _dtype(site.conv.args[0]) not in (None, torch.float32):
         return f"dtype {_dtype(site.conv.args[0])} (only float32 is compiled)"
     if len(_shape(site.conv.args[0]) or (0, 0, 0, 0)) != 4:
@@ -194,7 +205,7 @@ def _attach_epilogue(site: ConvSite) -> None:
 
 
 def find_conv_sites(gm: fx.GraphModule) -> list[ConvSite]:
-    """Every conv in graph order; supported 3x3 ones get their fusable epilogue attached."""
+    """Every conv in graph order; supported 3x3 (5x5, 7x7) ones get their fusable epilogue attached."""
     sites = []
     for node in gm.graph.nodes:
         if node.op != "call_function" or node.target not in CONV_TARGETS:
@@ -245,7 +256,7 @@ def replace_with_compiled(gm: fx.GraphModule, sites: list[ConvSite]) -> None:
     for site in sites:
         residual = replaced.get(site.residual, site.residual)
         args = (site.conv.args[0], residual, site.layer, site.out_channels, site.stride[0],
-                site.compiled_padding[0], site.dilation[0], site.relu)
+                site.shape_padding, site.dilation[0], site.relu)
         with gm.graph.inserting_before(site.output):
             call = gm.graph.call_function(COMPILED_CONV, args)
         call.meta.update({k: v for k, v in site.output.meta.items() if k in ("val", "tensor_meta", "stack_trace")})

@@ -1,6 +1,6 @@
 """compile_model: dense pruned model -> package directory whose `load()` runs it with compiled convs.
 
-export (dynamic batch) -> fold BN -> find 3x3 convs + epilogues -> per layer: compact format, build the
+export (dynamic batch) -> fold BN -> find 3x3 (1x1, 5x5, 7x7) convs + epilogues -> per layer: compact format, build the
 candidate tiles, time them against dense, keep the winner -> one final library -> rewrite the graph
 -> verify against the dense model and time the whole thing -> publish the package atomically.
 """
@@ -49,7 +49,8 @@ def _tile_dict(tile) -> dict:
 
 def _site_spec(site: ConvSite, symbol: str, x: torch.Tensor) -> ConvSpec:
     return ConvSpec(symbol, site.in_channels, site.out_channels, int(x.shape[2]), int(x.shape[3]),
-                    site.stride[0], site.compiled_padding[0], site.dilation[0], site.relu, site.residual is not None)
+                    site.stride[0], site.compiled_padding[0], site.dilation[0], site.relu, site.residual is not None,
+                    site.kernel_size)
 
 
 def _layer_entry(site: ConvSite, symbol: str) -> dict:
@@ -105,7 +106,10 @@ class _Compiler:
             return entry, None
         x, _ = inputs[site.layer]
         try:
-            compact = compact_conv(site.compiled_weight, site.bias, name=symbol)
+            # 5x5 / 7x7 convs (a ResNet stem) are compiled dense too: pattern limits are for 3x3 kernels.
+            large = site.kernel_size > 3
+            compact = compact_conv(site.compiled_weight, site.bias, name=symbol,
+                                   max_entries=site.kernel_size ** 2 if large else 9)
             spec = _site_spec(site, symbol, x)
         except (NotPatternSparse, UnsupportedConv) as exc:
             entry["reason"] = str(exc)
@@ -172,7 +176,7 @@ def _shape_class(spec: ConvSpec, compact, pointwise: bool) -> tuple:
     1% of a later same-class layer's own best in 17 of 18 cases, 6.5% in the other), and each candidate costs a
     compile, most of the compile time (ResNet-56 has 55 convs in a handful of classes)."""
     return (spec.in_channels, spec.out_channels, spec.height, spec.width, spec.stride, spec.padding,
-            spec.dilation, pointwise, round(compact.density, 2))
+            spec.dilation, spec.kernel_size, pointwise, round(compact.density, 2))
 
 
 def _tune_layers(compiler: _Compiler, prepared: list[tuple], inputs, check_batches, progress) -> list[LayerChoice]:

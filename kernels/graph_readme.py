@@ -23,8 +23,9 @@ def package_readme(manifest: dict) -> str:
     if example:
         spec = example["spec"]
         k = spec["out_channels"]
-        out_h = (spec["height"] + 2 * spec["padding"] - 2 * spec["dilation"] - 1) // spec["stride"] + 1
-        out_w = (spec["width"] + 2 * spec["padding"] - 2 * spec["dilation"] - 1) // spec["stride"] + 1
+        reach = (spec.get("kernel_size", 3) - 1) * spec["dilation"]
+        out_h = (spec["height"] + 2 * spec["padding"] - reach - 1) // spec["stride"] + 1
+        out_w = (spec["width"] + 2 * spec["padding"] - reach - 1) // spec["stride"] + 1
         c_call = f"""
 ## Calling a layer from C
 
@@ -39,6 +40,7 @@ void zd_{example['symbol']}(const float* x, const float* residual, float* y, int
 `[batch, {k}, {out_h}, {out_w}]`; `residual` has `y`'s shape (pass NULL when the layer has no residual add).
 The epilogue (bias, residual add, ReLU) listed in `manifest.json` runs inside the call.
 A 1x1 conv is compiled as the 3x3 conv (padding + 1) whose only tap is the centre: same shapes as the 1x1.
+5x5 and 7x7 convs (a ResNet stem) are compiled dense (`spec.kernel_size` in the manifest).
 The library also exports `void zd_max_pool2d(const float* x, float* y, int planes, int H, int W, int k,
 int s, int p, int relu, int threads)` (floor mode; `planes` = batch x channels), which `kernels.load` uses
 for the graph's max-pools.

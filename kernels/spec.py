@@ -12,7 +12,8 @@ MAX_DIM = 1 << 14
 
 @dataclass(frozen=True)
 class ConvSpec:
-    """A 3x3 conv, groups=1, NCHW float32. y = conv(x) + bias (+ residual), then ReLU if relu."""
+    """A k x k conv (3x3 unless kernel_size says 5 or 7), groups=1, NCHW float32.
+    y = conv(x) + bias (+ residual), then ReLU if relu."""
     name: str
     in_channels: int
     out_channels: int
@@ -23,6 +24,7 @@ class ConvSpec:
     dilation: int = 1
     relu: bool = False
     residual: bool = False  # the residual tensor has the output's shape
+    kernel_size: int = 3
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _C_IDENTIFIER.match(self.name):
@@ -31,6 +33,8 @@ class ConvSpec:
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_DIM:
                 raise UnsupportedConv(f"layer {self.name!r}: {field}={value!r} must be an int in 1..{MAX_DIM}")
+        if self.kernel_size not in (3, 5, 7) or isinstance(self.kernel_size, bool):
+            raise UnsupportedConv(f"layer {self.name!r}: kernel_size={self.kernel_size!r} must be 3, 5 or 7")
         if not isinstance(self.padding, int) or isinstance(self.padding, bool) or not 0 <= self.padding <= 16:
             raise UnsupportedConv(f"layer {self.name!r}: padding={self.padding!r} must be an int in 0..16")
         if self.out_height < 1 or self.out_width < 1:
@@ -40,11 +44,11 @@ class ConvSpec:
 
     @property
     def out_height(self) -> int:
-        return (self.height + 2 * self.padding - 2 * self.dilation - 1) // self.stride + 1
+        return (self.height + 2 * self.padding - (self.kernel_size - 1) * self.dilation - 1) // self.stride + 1
 
     @property
     def out_width(self) -> int:
-        return (self.width + 2 * self.padding - 2 * self.dilation - 1) // self.stride + 1
+        return (self.width + 2 * self.padding - (self.kernel_size - 1) * self.dilation - 1) // self.stride + 1
 
     @property
     def symbol(self) -> str:
@@ -52,7 +56,11 @@ class ConvSpec:
         return f"zd_{self.name}"
 
     def dense_flops(self, batch: int = 1) -> int:
-        return 2 * batch * self.out_channels * self.in_channels * 9 * self.out_height * self.out_width
+        return 2 * batch * self.out_channels * self.in_channels * self.kernel_size ** 2 * self.out_height * self.out_width
+
+    @property
+    def taps(self) -> int:
+        return self.kernel_size ** 2
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,10 @@ _PREFERENCES = {
 # 7x7 they lost 8-14%, on 28x28 and 56x56 maps up to 18% (docs/benchmarks/kernels.md).
 _DIRECT_PREFERENCES = {"avx512": [(6, 4, 128), (4, 4, 64)], "avx2": [], "portable": []}
 _DIRECT_MAX_OUTPUTS = 14 * 14
+# 5x5 / 7x7 convs (the ResNet-18 stem, 3->64 7x7 stride 2, dense): every op feeds every filter of a block, so
+# wide direct tiles. Session 6 (AMD EPYC, AVX-512, 1 thread, interleaved): f4v6c0d / f6v4c0d 0.89x / 0.94x of
+# f6v4c0's time, f8v3c0 1.09x, f4v4c0 1.49x (docs/benchmarks/kernels.md).
+_LARGE_KERNEL_PREFERENCES = {"avx512": [((4, 6, 0), True), ((6, 4, 0), True)], "avx2": [], "portable": []}
 
 
 def _fits(filters: int, vectors: int, isa: str) -> bool:
@@ -40,7 +44,9 @@ def candidate_tiles(spec: ConvSpec, isa: str) -> list[TileConfig]:
     flat = spec.out_height * (-(-(spec.width + 2 * spec.padding) // spec.stride))
     max_vectors = max(1, -(-flat // lanes))
     preferences = [(p, False) for p in _PREFERENCES[isa]]
-    if spec.stride == 1 and spec.out_height * spec.out_width <= _DIRECT_MAX_OUTPUTS:
+    if spec.kernel_size > 3 and _LARGE_KERNEL_PREFERENCES[isa]:
+        preferences = _LARGE_KERNEL_PREFERENCES[isa]
+    elif spec.stride == 1 and spec.out_height * spec.out_width <= _DIRECT_MAX_OUTPUTS:
         preferences += [(p, True) for p in _DIRECT_PREFERENCES[isa]]
     out: list[TileConfig] = []
     for (filters, vectors, chunk, *max_channels), direct in preferences:

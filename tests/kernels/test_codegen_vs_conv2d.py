@@ -43,6 +43,14 @@ CASES = [
     ("direct_dilated", 6, 6, 8, 8, 1, 2, 2, False, False, LIB8, 0.0, TileConfig(2, 3, 0, direct=True)),
 ]
 
+# Dense 5x5 / 7x7 layers (a ResNet stem): name, C, K, H, W, kernel, stride, padding, relu, residual, tile.
+LARGE_CASES = [
+    ("stem7", 3, 10, 19, 17, 7, 2, 3, True, False, TileConfig(4, 6, 0, direct=True)),
+    ("stem7_copy", 3, 6, 12, 12, 7, 2, 3, False, True, TileConfig(6, 4, 0)),
+    ("k5_pad0", 5, 7, 9, 11, 5, 1, 0, True, True, TileConfig(2, 3, 2, direct=True)),
+    ("k5_s2", 4, 9, 10, 9, 5, 2, 2, False, False, TileConfig(8, 2, 0)),
+]
+
 
 def _build_cases():
     layers = []
@@ -53,7 +61,18 @@ def _build_cases():
             weight[[0, 3, 6]] = 0
         bias = torch.randn(k, generator=torch.Generator().manual_seed(100 + seed))
         layers.append((spec, weight, bias, tile))
+    for seed, (name, c, k, h, w, size, s, p, relu, res, tile) in enumerate(LARGE_CASES, start=len(layers)):
+        spec = ConvSpec(name, c, k, h, w, stride=s, padding=p, relu=relu, residual=res, kernel_size=size)
+        gen = torch.Generator().manual_seed(seed)
+        weight = torch.randn(k, c, size, size, generator=gen)
+        weight[0, 0] = 0  # a pruned kernel and a pruned filter: ops and blocks the generator must skip
+        weight[-1] = 0
+        layers.append((spec, weight, torch.randn(k, generator=gen), tile))
     return layers
+
+
+def _compact(spec, weight, bias):
+    return compact_conv(weight, bias, name=spec.name, max_entries=spec.kernel_size ** 2)
 
 
 LAYERS = _build_cases()
@@ -64,7 +83,7 @@ def library(request, tmp_path_factory):
     isa = request.param
     # Eight-filter blocks (255 mask loops) take the portable build minutes: four is its largest block.
     tiles = [t if isa != "portable" or t.filters <= 4 else dataclasses.replace(t, filters=4) for *_, t in LAYERS]
-    source = generate_source([(s, compact_conv(w, b, name=s.name), t) for (s, w, b, _), t in zip(LAYERS, tiles)], isa)
+    source = generate_source([(s, _compact(s, w, b), t) for (s, w, b, _), t in zip(LAYERS, tiles)], isa)
     return isa, build_library(source, isa=isa, cache_dir=tmp_path_factory.mktemp(f"lib_{isa}"))
 
 
@@ -117,6 +136,20 @@ def test_direct_tiles_are_candidates_on_small_maps_only():
     for other in (ConvSpec("l", 64, 64, 56, 56), ConvSpec("s2", 128, 256, 28, 28, stride=2)):
         assert not any(t.direct for t in candidate_tiles(other, "avx512"))
     assert not any(t.direct for t in candidate_tiles(ConvSpec("s", 256, 256, 14, 14), "avx2"))
+
+
+def test_large_kernels_get_wide_direct_tiles_on_avx512_only():
+    stem = ConvSpec("stem", 3, 64, 224, 224, stride=2, padding=3, kernel_size=7)
+    assert [t.label for t in candidate_tiles(stem, "avx512")] == ["f4v6c0d", "f6v4c0d"]
+    assert not any(t.direct for t in candidate_tiles(stem, "avx2"))
+
+
+def test_kernel_size_must_match_the_weights():
+    spec, weight, bias, tile = next(layer for layer in LAYERS if layer[0].name == "stem7")
+    with pytest.raises(UnsupportedConv, match="7x7, spec says 10x3, 3x3"):
+        generate_source([(dataclasses.replace(spec, kernel_size=3), _compact(spec, weight, bias), tile)], "avx512")
+    with pytest.raises(UnsupportedConv, match="kernel_size"):
+        dataclasses.replace(spec, kernel_size=4)
 
 
 def test_source_is_deterministic():

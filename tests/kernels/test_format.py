@@ -84,7 +84,8 @@ def test_too_many_patterns():
 
 
 @pytest.mark.parametrize("weight, why", [
-    (torch.zeros(4, 4, 5, 5), "3 x 3"), (torch.zeros(4, 4, 3), "3 x 3"), ("not a tensor", "3 x 3"),
+    (torch.zeros(4, 4, 4, 4), "k x k"), (torch.zeros(4, 4, 3, 5), "k x k"), (torch.zeros(4, 4, 3), "k x k"),
+    ("not a tensor", "k x k"),
     (torch.full((2, 2, 3, 3), float("nan")), "NaN"), (torch.zeros(0, 2, 3, 3), "no channels")])
 def test_bad_weights_refused(weight, why):
     with pytest.raises(NotPatternSparse, match=why):
@@ -119,6 +120,26 @@ def test_from_dict_refuses_corrupt_arrays(corrupt, message):
     corrupt(arrays)
     with pytest.raises(CompactFormatError, match=message):
         CompactConv.from_dict(arrays, name="s")
+
+
+@pytest.mark.parametrize("size", [5, 7])
+def test_large_kernels_round_trip_dense_or_pruned(size):
+    gen = torch.Generator().manual_seed(size)
+    w = torch.randn(6, 3, size, size, generator=gen)
+    w[1] = 0
+    w[2, 1, 0] = 0
+    conv = compact_conv(w, torch.randn(6), name="big", max_entries=size * size)
+    assert conv.kernel_size == size and conv.density == pytest.approx(float((w != 0).float().mean()))
+    assert torch.equal(conv.to_dense(), w)
+    stored = conv.to_dict()
+    assert stored["shape"].tolist() == [6, 3, size]
+    again = CompactConv.from_dict(stored, name="big")
+    assert again.kernel_size == size and torch.equal(again.to_dense(), w)
+    with pytest.raises(NotPatternSparse, match="non-zeros"):
+        compact_conv(w, None, name="big")  # the 9-entry pattern limit still holds unless raised
+    stored["shape"] = np.array([6, 3, 4])
+    with pytest.raises(CompactFormatError, match="kernel_size"):
+        CompactConv.from_dict(stored, name="big")
 
 
 def test_duplicate_channel_in_a_filter_refused():

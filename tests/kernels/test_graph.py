@@ -88,7 +88,7 @@ class Odd(nn.Module):
         super().__init__()
         self.grouped = nn.Conv2d(4, 4, 3, padding=1, groups=2)
         self.dilated = nn.Conv2d(4, 4, 3, padding=2, dilation=2)
-        self.big = nn.Conv2d(4, 4, 5, padding=2)
+        self.big = nn.Conv2d(4, 4, 9, padding=4)
         self.stride3 = nn.Conv2d(4, 4, 3, stride=3, padding=1)
 
     def forward(self, x):
@@ -100,7 +100,7 @@ def test_unsupported_convs_carry_a_reason():
     _, sites = _sites(Odd().eval())
     assert "groups=2" in sites["grouped"].unsupported
     assert "dilation" in sites["dilated"].unsupported
-    assert "5x5" in sites["big"].unsupported
+    assert "9x9" in sites["big"].unsupported
     assert "stride" in sites["stride3"].unsupported
 
 
@@ -146,3 +146,39 @@ def test_non_pattern_and_grouped_layers_fall_back_with_reasons(tmp_path, cache):
     x = example(2)
     with torch.no_grad():
         assert_close(kernels.load(tmp_path / "pkg")(x), model(x))
+
+
+class StemNet(nn.Module):
+    """A ResNet-style stem (7x7 stride-2 conv, BN, ReLU, max-pool), then a 5x5 and a 3x3 conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 12, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(12),
+                                  nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        self.mid = nn.Conv2d(12, 8, 5, padding=2)
+        self.last = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        return self.last(torch.relu(self.mid(self.stem(x))))
+
+
+def test_large_kernels_compile_dense_and_equal_torch(tmp_path, cache):
+    torch.manual_seed(3)
+    model = StemNet()
+    with torch.no_grad():
+        model.stem[1].running_mean.normal_()
+        model.stem[1].running_var.uniform_(0.5, 2)
+    model.eval()
+    manifest = kernels.compile_model(model, example(), tmp_path / "pkg", tune=False, cache_dir=cache)
+    layers = {layer["name"]: layer for layer in manifest["layers"]}
+    assert layers["stem.0"]["kernel"] == "sparse" and layers["stem.0"]["relu"]
+    assert layers["stem.0"]["spec"]["kernel_size"] == 7 and layers["mid"]["spec"]["kernel_size"] == 5
+    assert layers["stem.0"]["format"]["density"] == 1.0
+    compiled = kernels.load(tmp_path / "pkg")
+    for batch in (1, 3):
+        x = example(batch, seed=batch)
+        with torch.no_grad():
+            assert_close(compiled(x), model(x))
+    dense = kernels.load(tmp_path / "pkg", dense=True)  # the package's dense baseline rebuilds 7x7 weights
+    with torch.no_grad():
+        assert_close(dense(example(2)), model(example(2)))
