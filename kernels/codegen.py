@@ -75,23 +75,30 @@ def _pad_function(g: Geometry) -> str:
   memset(dst + {(H + p) * wq}, 0, sizeof(float) * {pl - (H + p) * wq});
 }}
 """
-    return f"""static void pad_channel(const float* __restrict src, float* __restrict dst) {{
-  for (int py = 0; py < {s}; ++py) for (int px = 0; px < {s}; ++px) {{
-    float* plane = dst + (py * {s} + px) * {pl};
-    for (int qy = 0; qy < {hq}; ++qy) {{
+    # Stride s: each of the s x s phase planes, with its in-range rows and columns as constants, so the column
+    # loop is a branch-free strided copy the compiler vectorises (a per-element bounds test was 2-3x slower on
+    # 56x56 and 224x224 inputs: docs/benchmarks/kernels.md, session 6).
+    blocks = []
+    for py in range(s):
+        qy_lo = min(hq, max(0, -(-(p - py) // s)))
+        qy_hi = max(qy_lo, min(hq, (H - 1 + p - py) // s + 1))
+        for px in range(s):
+            qx_lo = min(wq, max(0, -(-(p - px) // s)))
+            qx_hi = max(qx_lo, min(wq, (W - 1 + p - px) // s + 1))
+            blocks.append(f"""  {{
+    float* plane = dst + {(py * s + px) * pl};
+    memset(plane, 0, sizeof(float) * {qy_lo * wq});
+    for (int qy = {qy_lo}; qy < {qy_hi}; ++qy) {{
       float* row = plane + qy * {wq};
-      const int iy = {s} * qy + py - {p};
-      if (iy < 0 || iy >= {H}) {{ memset(row, 0, sizeof(float) * {wq}); continue; }}
-      const float* srow = src + iy * {W};
-      for (int qx = 0; qx < {wq}; ++qx) {{
-        const int ix = {s} * qx + px - {p};
-        row[qx] = (ix >= 0 && ix < {W}) ? srow[ix] : 0.f;
-      }}
+      const float* srow = src + ({s} * qy + {py - p}) * {W};
+      for (int qx = 0; qx < {qx_lo}; ++qx) row[qx] = 0.f;
+      for (int qx = {qx_lo}; qx < {qx_hi}; ++qx) row[qx] = srow[{s} * qx + {px - p}];
+      for (int qx = {qx_hi}; qx < {wq}; ++qx) row[qx] = 0.f;
     }}
-    memset(plane + {hq * wq}, 0, sizeof(float) * {pl - hq * wq});
-  }}
-}}
-"""
+    memset(plane + {qy_hi * wq}, 0, sizeof(float) * {pl - qy_hi * wq});
+  }}""")
+    return ("static void pad_channel(const float* __restrict src, float* __restrict dst) {\n"
+            + "\n".join(blocks) + "\n}\n")
 
 
 def _fill_function(g: Geometry, ops: BlockedOps) -> str:
