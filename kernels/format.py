@@ -23,6 +23,11 @@ def pattern_taps(mask: int, taps: int = TAPS) -> list[int]:
     return [t for t in range(taps) if mask >> t & 1]
 
 
+def _pattern_dtype(kernel_size: int):
+    # 3x3 masks stay uint16, as packages have always stored them (older readers load them unchanged).
+    return np.uint16 if kernel_size ** 2 <= 16 else np.uint64
+
+
 @dataclass
 class CompactConv:
     """One conv layer, filters reordered; kernel i of reordered filter f is entry kernel_ptr[f] + i."""
@@ -34,7 +39,7 @@ class CompactConv:
     kernel_channel: np.ndarray  # int32 [n_kernels]: input channel of each kept kernel
     kernel_pattern: np.ndarray  # uint8 [n_kernels]: index into patterns
     values: np.ndarray          # float32 [nnz]: each kernel's non-zeros in ascending tap order
-    patterns: np.ndarray        # uint64 [P]: k*k-bit tap masks (the pattern library)
+    patterns: np.ndarray        # [P] k*k-bit tap masks (the pattern library): uint16 for 3x3, uint64 for larger
     bias: np.ndarray            # float32 [K], original channel order
     kernel_size: int = 3        # k of the k x k window
 
@@ -101,13 +106,15 @@ class CompactConv:
             if len(dims) not in (2, 3):
                 raise ValueError("shape must hold [out_channels, in_channels(, kernel_size)]")
             K, C, k = dims[0], dims[1], dims[2] if len(dims) == 3 else 3
+            if k not in KERNEL_SIZES:
+                raise ValueError(f"kernel_size {k} is not one of {KERNEL_SIZES}")
             conv = cls(name=name, out_channels=K, in_channels=C,
                        filter_order=a["filter_order"].astype(np.int32, casting="safe"),
                        kernel_ptr=a["kernel_ptr"].astype(np.int32, casting="safe"),
                        kernel_channel=a["kernel_channel"].astype(np.int32, casting="safe"),
                        kernel_pattern=a["kernel_pattern"].astype(np.uint8, casting="safe"),
                        values=a["values"].astype(np.float32, casting="same_kind"),
-                       patterns=a["patterns"].astype(np.uint64, casting="safe"),
+                       patterns=a["patterns"].astype(_pattern_dtype(k), casting="safe"),
                        bias=a["bias"].astype(np.float32, casting="same_kind"), kernel_size=k)
         except (TypeError, ValueError) as exc:
             raise CompactFormatError(f"layer {name!r}: malformed compact arrays: {exc}") from None
@@ -206,7 +213,7 @@ def compact_conv(weight: torch.Tensor, bias: torch.Tensor | None, *, name: str,
         kernel_channel=np.asarray(channels, dtype=np.int32),
         kernel_pattern=np.asarray(pattern_ids, dtype=np.uint8),
         values=np.concatenate(values).astype(np.float32) if values else np.zeros(0, np.float32),
-        patterns=library.astype(np.uint64), bias=b, kernel_size=size)
+        patterns=library.astype(_pattern_dtype(size)), bias=b, kernel_size=size)
     conv.validate()
     return conv
 

@@ -29,6 +29,7 @@ def test_round_trip_and_dense_reconstruction():
     assert np.array_equal(conv.bias, b.numpy())
     again = CompactConv.from_dict(conv.to_dict(), name="layer")
     assert torch.equal(again.to_dense(), w)
+    assert conv.to_dict()["shape"].tolist() == [12, 10] and conv.patterns.dtype == np.uint16  # stored as ever
     for key, value in conv.to_dict().items():
         assert np.array_equal(value, again.to_dict()[key]), key
 
@@ -132,7 +133,7 @@ def test_large_kernels_round_trip_dense_or_pruned(size):
     assert conv.kernel_size == size and conv.density == pytest.approx(float((w != 0).float().mean()))
     assert torch.equal(conv.to_dense(), w)
     stored = conv.to_dict()
-    assert stored["shape"].tolist() == [6, 3, size]
+    assert stored["shape"].tolist() == [6, 3, size] and stored["patterns"].dtype == np.uint64
     again = CompactConv.from_dict(stored, name="big")
     assert again.kernel_size == size and torch.equal(again.to_dense(), w)
     with pytest.raises(NotPatternSparse, match="non-zeros"):
