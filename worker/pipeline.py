@@ -57,7 +57,7 @@ def _run_stages(model_path: Path, work: Path, compression: CompressionConfig, op
 
     cache_dir = Path(cache_dir) if cache_dir else None
     report = compress_file(model_path, work, compression, progress, cache_dir=cache_dir)
-    report["config"] = {**compression.to_dict(), **dataclasses.asdict(options)}
+    report["config"] = {**report["config"], **dataclasses.asdict(options)}  # the engine's config as run
     if options.compile or options.measure:
         from kernels.errors import KernelError
 

@@ -28,8 +28,9 @@ from worker.engine.config import CompressionConfig
               help="Overall 3x3-conv compression ratio (e.g. 4.5); per-layer rates by sensitivity.")
 @click.option("--synthetic", type=click.Choice(["bn-inversion", "gaussian"]), default=CompressionConfig.synthetic,
               show_default=True, help="How synthetic inputs are made (no real data is ever used).")
-@click.option("--samples", type=int, default=CompressionConfig.synthetic_samples, show_default=True,
-              help="Synthetic samples.")
+@click.option("--samples", type=int, default=None,
+              help="Synthetic samples.  [default: automatic, 128 to 512 by the model's cost per image: "
+                   "ResNet-56 128, ResNet-20 512]")
 @click.option("--steps", type=int, default=CompressionConfig.synthetic_steps, show_default=True,
               help="Optimisation steps for synthetic inputs.")
 @click.option("--recovery-steps", type=int, default=None,

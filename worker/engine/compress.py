@@ -25,6 +25,7 @@ from worker.engine.image_pool import ImagePool, PoolSettings
 from worker.engine.layers import CONV3X3, DEPTHWISE, FIRST_CONV, check_weights_finite, execution_order
 from worker.engine.patterns import candidate_patterns, pattern_library, pattern_masks
 from worker.engine.rates import connectivity_rates
+from worker.engine.sample_budget import automatic_samples, macs_per_image
 from worker.engine.recovery import distill, recalibrate_batchnorm
 from worker.engine.layer_report import build_report
 from worker.engine.sequential import PrunePlan, prune_sequentially, prunes
@@ -51,6 +52,7 @@ class CompressionResult:
     masks: dict[str, torch.Tensor]
     report: dict
     fidelity: dict
+    config: CompressionConfig  # as run: automatic choices (synthetic_samples) resolved, for the report
 
 
 def validate_config(config: CompressionConfig, input_shape: tuple[int, ...]) -> None:
@@ -65,6 +67,8 @@ def validate_config(config: CompressionConfig, input_shape: tuple[int, ...]) -> 
         raise InvalidConfigError(f"target_compression must be a ratio >= 1, got {config.target_compression!r}")
     for name in ("synthetic_samples", "fidelity_samples"):
         value = getattr(config, name)
+        if name == "synthetic_samples" and value is None:
+            continue  # automatic
         if not isinstance(value, int) or not 1 <= value <= 100_000:
             raise InvalidConfigError(f"{name} must be an integer in [1, 100000], got {value!r}")
     for name in ("synthetic_steps", "recovery_steps", "admm_iterations"):
@@ -171,6 +175,8 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
     for p in list(teacher.parameters()) + list(student.parameters()):
         p.requires_grad_(False)
     layers = execution_order(student, torch.zeros(2, *input_shape[1:], device=device))
+    if config.synthetic_samples is None:
+        config = replace(config, synthetic_samples=automatic_samples(macs_per_image(layers)))
     plan = PrunePlan(torch.zeros(0, 9), {}, admm_iterations=config.admm_iterations,
                      linear_sparsity=config.linear_sparsity, linear_rate=config.linear_rate,
                      method=config.extra.get("method", "admm"), bn_correction=config.extra.get("bn_correction", True),
@@ -253,4 +259,4 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
     report["recovery"] = recovery
     report["fidelity_inputs"] = holdout.info
     student = student.cpu().eval()
-    return CompressionResult(student, masks, report, fidelity)
+    return CompressionResult(student, masks, report, fidelity, config)

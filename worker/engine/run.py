@@ -69,7 +69,7 @@ def build_report(loaded: LoadedModel, model_path: Path, input_shape, config: Com
         "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": {"format": loaded.format, "sha256": artifacts.sha256_file(model_path),
                   "input_shape": list(input_shape), "params": params, "bytes": model_path.stat().st_size},
-        "config": config.to_dict(),
+        "config": result.config.to_dict(),  # automatic choices resolved
         "compression": result.report,
         "fidelity": result.fidelity,
         "sizes": {"model_bytes_before": model_path.stat().st_size, "model_bytes_after": model_out.stat().st_size,
