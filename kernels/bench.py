@@ -57,6 +57,10 @@ def onnxruntime_session(model: torch.nn.Module, example: torch.Tensor, work_dir:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # Idle ORT workers otherwise spin on a core after each run and slow whichever contender runs next in
+    # this process (compiled ResNet-18 at 2 threads: 17-22 ms instead of 9.5); ORT alone is as fast either
+    # way (docs/benchmarks/kernels.md, session 6).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x.numpy()})
