@@ -108,7 +108,8 @@ def choose(dense_fn: Callable, variants: dict[str, Callable], tiles: dict[str, o
     choice = LayerChoice("sparse", "", dense_ms, times[best], tiles[best], candidates, errors[best])
     if times[best] > SPARSE_MARGIN * dense_ms:
         choice.kernel = "dense"
-        choice.reason = f"dense is faster ({dense_ms:.3f} ms vs best sparse {times[best]:.3f} ms)"
+        choice.reason = (f"sparse not at least {1 - SPARSE_MARGIN:.0%} faster ({dense_ms:.3f} ms dense vs best "
+                         f"sparse {times[best]:.3f} ms)")
     return choice
 
 
