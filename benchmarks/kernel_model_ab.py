@@ -18,6 +18,7 @@ import torch
 
 import kernels
 from benchmarks.kernels import DENSITIES
+from benchmarks.round_robin import clock_for, time_round_robin
 from benchmarks.model_zoo import build
 from kernels.bench import onnxruntime_session
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--runs", type=int, default=40)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    clock = time.thread_time if args.threads == 1 else time.perf_counter
+    clock = clock_for(args.threads)
     model, shape = build(args.model, DENSITIES[args.density], seed=args.seed)
     model.eval()
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(args.seed))
@@ -47,14 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         ort = onnxruntime_session(model, x, tempfile.mkdtemp(prefix="zd_model_ab_"))
         fns["onnxruntime"] = lambda: ort(x)
         fns["torch eager"] = lambda: model(x)
-        for fn in fns.values():
-            fn(), fn()
-        times: dict[str, list[float]] = {label: [] for label in fns}
-        for _ in range(args.runs):
-            for label, fn in fns.items():
-                t0 = clock()
-                fn()
-                times[label].append((clock() - t0) * 1e3)
+        times = time_round_robin(fns, args.runs, clock)
     ort_med, ort_min = statistics.median(times["onnxruntime"]), min(times["onnxruntime"])
     print(f"{args.model} {args.density}, batch 1, {args.threads} thread(s), "
           f"{'thread CPU' if args.threads == 1 else 'wall'} ms, {args.runs} interleaved runs")

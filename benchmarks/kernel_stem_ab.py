@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.kernel_tile_ab import parse_tile
+from benchmarks.round_robin import clock_for, time_round_robin
 from kernels.bench import onnxruntime_session
 from kernels.build import build_library
 from kernels.codegen import generate_source
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "zd_kernel_bench"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    clock = time.thread_time if args.threads == 1 else time.perf_counter
+    clock = clock_for(args.threads)
     gen = torch.Generator().manual_seed(0)
     stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3), nn.ReLU()).eval()
     with torch.no_grad():
@@ -58,14 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         fns["torch conv+relu"] = lambda: torch.relu(F.conv2d(x, weight, bias, 2, 3))
         ort = onnxruntime_session(stem, x, tempfile.mkdtemp(prefix="zd_stem_ab_"))
         fns["onnxruntime"] = lambda: ort(x)
-        for fn in fns.values():
-            fn(), fn()
-        times: dict[str, list[float]] = {label: [] for label in fns}
-        for _ in range(args.runs):
-            for label, fn in fns.items():
-                t0 = clock()
-                fn()
-                times[label].append((clock() - t0) * 1e3)
+        times = time_round_robin(fns, args.runs, clock)
     flops = 2 * 64 * 3 * 49 * 112 * 112
     ort_med = statistics.median(times["onnxruntime"])
     print(f"stem 3->64 7x7/2 224x224, batch 1, {args.threads} thread(s), "

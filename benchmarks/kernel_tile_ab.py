@@ -12,13 +12,13 @@ import argparse
 import re
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from benchmarks.kernel_layers import DENSITIES, LAYERS, pruned_weight
+from benchmarks.round_robin import clock_for, time_round_robin
 from kernels.build import build_library
 from kernels.codegen import generate_source
 from kernels.conv_op import CompiledConv
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "zd_kernel_bench"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    clock = time.thread_time if args.threads == 1 else time.perf_counter
+    clock = clock_for(args.threads)
     isa = detect_isa()
     for density in args.densities:
         for seed, (name, c, k, size, stride) in enumerate(LAYERS):
@@ -62,12 +62,8 @@ def main(argv: list[str] | None = None) -> None:
             ops = {t.label: CompiledConv(lib, s) for s, t in zip(specs, args.tiles)}
             for label, op in ops.items():
                 torch.testing.assert_close(op(x), reference, rtol=1e-4, atol=1e-4, msg=f"{name} {label}")
-            times: dict[str, list[float]] = {label: [] for label in ops}
-            for _ in range(args.runs):
-                for label, op in ops.items():
-                    t0 = clock()
-                    op(x)
-                    times[label].append((clock() - t0) * 1e3)
+            times = time_round_robin({label: lambda op=op: op(x) for label, op in ops.items()}, args.runs, clock,
+                                     warmup=0)
             first = statistics.median(times[args.tiles[0].label])
             print(f"{name} {density}: " + "  ".join(
                 f"{label} {statistics.median(t):.3f}/{min(t):.3f} ({first / statistics.median(t):.2f}x)"
