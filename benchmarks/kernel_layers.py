@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
 from benchmarks.model_zoo import pattern_library
+from kernels.bench import ort_baseline_options
 from kernels.build import build_library
 from kernels.codegen import generate_source
 from kernels.conv_op import CompiledConv
@@ -66,11 +67,8 @@ def ort_session(spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor, thread
     graph = helper.make_graph([conv], "conv", [x], [y], initializer=[
         numpy_helper.from_array(weight.numpy(), "w"), numpy_helper.from_array(bias.numpy(), "b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), ort_baseline_options(threads),
+                                providers=["CPUExecutionProvider"])
 
 
 def median_ms(fns: dict[str, callable], runs: int, rounds: int = 3, warmup: int = 3,

@@ -22,7 +22,7 @@ from torch import fx
 import kernels
 from benchmarks.kernels import DENSITIES
 from benchmarks.model_zoo import build
-from kernels.bench import onnxruntime_session
+from kernels.bench import onnxruntime_session, ort_baseline_options
 
 
 class _TimedInterpreter(fx.Interpreter):
@@ -77,11 +77,7 @@ def profile_package(package: Path, x: torch.Tensor, runs: int) -> tuple[dict, fl
 def profile_ort(model, x: torch.Tensor, runs: int, work: Path) -> tuple[dict, float]:
     import onnxruntime as ort
     onnxruntime_session(model, x, work)  # writes dense.onnx
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options = ort_baseline_options()
     options.enable_profiling = True
     options.profile_file_prefix = str(work / "ort_profile")
     session = ort.InferenceSession(str(work / "dense.onnx"), options, providers=["CPUExecutionProvider"])

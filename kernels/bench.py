@@ -35,6 +35,24 @@ def _quiet_onnx_exporter():
         logger.setLevel(level)
 
 
+def ort_baseline_options(threads: int | None = None):
+    """Session options of every dense ONNX Runtime baseline: torch's thread count, sequential, all graph
+    optimisations."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    # Idle ORT workers otherwise spin on a core after each run and slow whichever contender runs next in
+    # this process (compiled ResNet-18 at 2 threads: 17-22 ms instead of 9.5); ORT alone is as fast either
+    # way (docs/benchmarks/kernels.md, session 6).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def onnxruntime_session(model: torch.nn.Module, example: torch.Tensor, work_dir: Path):
     """Dense ONNX Runtime session of `model` (dynamic batch when the export allows it)."""
     import onnxruntime as ort
@@ -51,17 +69,7 @@ def onnxruntime_session(model: torch.nn.Module, example: torch.Tensor, work_dir:
         except Exception:  # some graphs only export at a fixed batch
             torch.onnx.export(model, (example,), str(path), input_names=["x"], dynamo=True, external_data=False,
                               verbose=False)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    # Idle ORT workers otherwise spin on a core after each run and slow whichever contender runs next in
-    # this process (compiled ResNet-18 at 2 threads: 17-22 ms instead of 9.5); ORT alone is as fast either
-    # way (docs/benchmarks/kernels.md, session 6).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), ort_baseline_options(), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x.numpy()})
 
