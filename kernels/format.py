@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from kernels.errors import CompactFormatError, KernelError, NotPatternSparse  # noqa: F401 (re-exported)
+from kernels.spec import KERNEL_SIZES
 
 TAPS = 9  # of a 3x3 kernel, the pattern-pruned case
-KERNEL_SIZES = (3, 5, 7)
 _ARRAYS = ("shape", "filter_order", "kernel_ptr", "kernel_channel", "kernel_pattern", "values", "patterns", "bias")
 
 

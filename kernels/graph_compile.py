@@ -106,10 +106,8 @@ class _Compiler:
             return entry, None
         x, _ = inputs[site.layer]
         try:
-            # 5x5 / 7x7 convs (a ResNet stem) are compiled dense too: pattern limits are for 3x3 kernels.
-            large = site.kernel_size > 3
-            compact = compact_conv(site.compiled_weight, site.bias, name=symbol,
-                                   max_entries=site.kernel_size ** 2 if large else 9)
+            # Any number of entries per kernel: 5x5 / 7x7 convs (a ResNet stem) are compiled dense too.
+            compact = compact_conv(site.compiled_weight, site.bias, name=symbol, max_entries=site.kernel_size ** 2)
             spec = _site_spec(site, symbol, x)
         except (NotPatternSparse, UnsupportedConv) as exc:
             entry["reason"] = str(exc)

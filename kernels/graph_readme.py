@@ -4,6 +4,7 @@ from __future__ import annotations
 import shlex
 
 from kernels.isa import ISA_FLAGS
+from kernels.spec import ConvSpec
 
 BASE_FLAGS = ["-O3", "-std=c++17", "-fPIC", "-shared", "-fopenmp"]
 
@@ -23,9 +24,8 @@ def package_readme(manifest: dict) -> str:
     if example:
         spec = example["spec"]
         k = spec["out_channels"]
-        reach = (spec.get("kernel_size", 3) - 1) * spec["dilation"]
-        out_h = (spec["height"] + 2 * spec["padding"] - reach - 1) // spec["stride"] + 1
-        out_w = (spec["width"] + 2 * spec["padding"] - reach - 1) // spec["stride"] + 1
+        shape = ConvSpec(**spec)  # the manifest's spec is the layer's ConvSpec as a dict
+        out_h, out_w = shape.out_height, shape.out_width
         c_call = f"""
 ## Calling a layer from C
 

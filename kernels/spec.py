@@ -8,6 +8,7 @@ from kernels.errors import UnsupportedConv
 
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,100}$")
 MAX_DIM = 1 << 14
+KERNEL_SIZES = (3, 5, 7)  # k x k windows the generator compiles (a 1x1 conv runs as a 3x3)
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,9 @@ class ConvSpec:
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_DIM:
                 raise UnsupportedConv(f"layer {self.name!r}: {field}={value!r} must be an int in 1..{MAX_DIM}")
-        if self.kernel_size not in (3, 5, 7) or isinstance(self.kernel_size, bool):
-            raise UnsupportedConv(f"layer {self.name!r}: kernel_size={self.kernel_size!r} must be 3, 5 or 7")
+        if self.kernel_size not in KERNEL_SIZES or isinstance(self.kernel_size, bool):
+            raise UnsupportedConv(f"layer {self.name!r}: kernel_size={self.kernel_size!r} must be one of "
+                                  f"{KERNEL_SIZES}")
         if not isinstance(self.padding, int) or isinstance(self.padding, bool) or not 0 <= self.padding <= 16:
             raise UnsupportedConv(f"layer {self.name!r}: padding={self.padding!r} must be an int in 0..16")
         if self.out_height < 1 or self.out_width < 1:
@@ -56,7 +58,7 @@ class ConvSpec:
         return f"zd_{self.name}"
 
     def dense_flops(self, batch: int = 1) -> int:
-        return 2 * batch * self.out_channels * self.in_channels * self.kernel_size ** 2 * self.out_height * self.out_width
+        return 2 * batch * self.out_channels * self.in_channels * self.taps * self.out_height * self.out_width
 
     @property
     def taps(self) -> int:
