@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from kernels import package as pkg
+from kernels.allocator import keep_freed_memory
 from kernels.autotune import LayerChoice, batch_checks, choose, dense_reference, relative_error, time_interleaved
 from kernels.errors import KernelError, NotPatternSparse, UnsupportedConv
 from kernels.fold import safe_name
@@ -252,6 +253,7 @@ def compile_model(model, example_input: torch.Tensor, out_dir: Path, *, progress
     than the example's (when the graph has a dynamic batch); where dense wins, the package runs that layer
     dense from that batch on (manifest: `dense_from_batch`)."""
     from kernels.isa import detect_isa
+    keep_freed_memory()  # dense contenders are timed as the loaded package will run them
     progress = progress or _Silent()
     out_dir, cache_dir = Path(out_dir), Path(cache_dir) if cache_dir else default_cache_dir()
     example = example_input.detach().contiguous()

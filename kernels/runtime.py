@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from kernels import package as pkg
+from kernels.allocator import keep_freed_memory
 from kernels.errors import KernelError
 from kernels.graph_ops import BatchDispatch, DenseLayer, install_compiled_layers
 from kernels.spec import ConvSpec, TileConfig
@@ -82,6 +83,7 @@ def load(package_dir: Path, *, cache_dir: Path | None = None, dense: bool = Fals
     dense=True runs the compiled layers as dense torch convs instead (from the compact weights):
     the package's own dense baseline, for benchmarking a package without its original model."""
     from kernels.conv_op import CompiledConv
+    keep_freed_memory()  # the torch parts of the model must not page-fault their buffers in on every call
     package_dir = Path(package_dir)
     manifest = pkg.read_manifest(package_dir)
     graph_file = pkg.verify_hash(package_dir, manifest, pkg.GRAPH)
