@@ -8,7 +8,7 @@ import numpy as np
 from kernels.blocking import BlockedOps, block_ops
 from kernels.errors import UnsupportedConv
 from kernels.format import CompactConv
-from kernels.geometry import Geometry, geometry
+from kernels.geometry import Geometry, geometry, padded_layout_len, same_padded
 from kernels.isa import VECTOR_WIDTH, check_isa
 from kernels.spec import ConvSpec, TileConfig
 
@@ -63,16 +63,16 @@ def _check_layer(spec: ConvSpec, conv: CompactConv, tile: TileConfig) -> None:
 
 def _pad_function(g: Geometry) -> str:
     s, p, H, W = g.spec.stride, g.spec.padding, g.spec.height, g.spec.width
-    hq, wq, pl = g.plane_height, g.plane_width, g.plane_len
+    hq, wq, pl, lead = g.plane_height, g.plane_width, g.plane_len, g.lead
     if s == 1:
         return f"""static void pad_channel(const float* __restrict src, float* __restrict dst) {{
-  memset(dst, 0, sizeof(float) * {p * wq + p});
+  memset(dst, 0, sizeof(float) * {lead + p * wq + p});
   for (int iy = 0; iy < {H}; ++iy) {{
-    float* row = dst + (iy + {p}) * {wq};
+    float* row = dst + {lead} + (iy + {p}) * {wq};
     memcpy(row + {p}, src + iy * {W}, sizeof(float) * {W});
     memset(row + {p + W}, 0, sizeof(float) * {wq - W});  // right pad + next row's left pad
   }}
-  memset(dst + {(H + p) * wq}, 0, sizeof(float) * {pl - (H + p) * wq});
+  memset(dst + {lead + (H + p) * wq}, 0, sizeof(float) * {pl - lead - (H + p) * wq});
 }}
 """
     # Stride s: each of the s x s phase planes, with its in-range rows and columns as constants, so the column
@@ -126,7 +126,7 @@ def _piece_function(g: Geometry, ops: BlockedOps, relu: bool) -> str:
     flat = [a for row in acc for a in row]
     lines = [
         "static inline void piece(const float* __restrict tb, float* __restrict ps, const float* __restrict rb,"
-        " float* __restrict yb, int blk, int ch, int t, bool first, bool last) {",
+        " float* __restrict yb, int blk, int ch, int t, bool first, bool last, int io) {",
         "  " + " ".join(f"vec {a};" for a in flat),
         "  if (first) { " + " ".join(f"{a} = vzero();" for a in flat) + " }",
         "  else { " + " ".join(f"{a} = vload(ps + {i * L});" for i, a in enumerate(flat)) + " }",
@@ -146,16 +146,49 @@ def _piece_function(g: Geometry, ops: BlockedOps, relu: bool) -> str:
         lines.append(f"  for (int i = cnt[{mask - 1}]; i > 0; --i) {{ " + " ".join(body) + " }")
     lines.append("  if (!last) { " + " ".join(f"vstore(ps + {i * L}, {a});" for i, a in enumerate(flat))
                  + " return; }")
-    hw = g.spec.out_height * g.spec.out_width
+    hw, out_len, shift = _output_strides(g)
     relu_c = "true" if relu else "false"
+    lines.append(f"  const size_t ystride = io & ZD_OUT_PADDED ? {out_len} : {hw}, "
+                 f"rstride = io & ZD_RES_PADDED ? {out_len} : {hw};")
     for b in range(B):
-        stores = [f"zd_store({acc[b][v]}, bias, rk, yk, DEST[t * {V} + {v}], MASK[t * {V} + {v}], {relu_c});"
-                  for v in range(V)]
+        stores = [f"zd_store({acc[b][v]}, bias, rk, yk, DEST[t * {V} + {v}], t * {g.tile} + {v * L + shift}, "
+                  f"MASK[t * {V} + {v}], io, {relu_c});" for v in range(V)]
         lines.append(f"  {{ const int k = OCH[blk * {B} + {b}]; if (k >= 0) {{ const float bias = BIAS[k]; "
-                     f"float* yk = yb + (size_t)k * {hw}; const float* rk = rb ? rb + (size_t)k * {hw} : nullptr; "
+                     f"float* yk = yb + (size_t)k * ystride; "
+                     f"const float* rk = rb ? rb + (size_t)k * rstride : nullptr; "
                      + " ".join(stores) + " } }")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _output_strides(g: Geometry) -> tuple[int, int, int]:
+    """Floats per output channel in NCHW and in the padded layout, and where flat index 0 sits in the latter."""
+    hw = g.spec.out_height * g.spec.out_width
+    if not same_padded(g.spec):
+        return hw, hw, 0  # never called with padded bits: no entry takes them
+    return hw, padded_layout_len(g.spec.out_height, g.spec.out_width), g.padded_shift
+
+
+def _zero_padding_function(g: Geometry, filters: int) -> str:
+    """Padded output: the plane's padding no tile stores, its top row and first left pad and, when the flat grid
+    ends early, the rest of its bottom row. The lead and the slack after the plane stay unset: only discarded
+    lanes read them (zeroing the slack cost more than the pad pass saved on 7x7 maps)."""
+    _, out_len, shift = _output_strides(g)
+    end, plane_end = g.n_tiles * g.tile + shift, g.lead + (g.spec.height + 2) * (g.spec.width + 2)
+    assert end <= out_len and plane_end <= out_len
+    tail = f"if (t == {g.n_tiles - 1}) memset(yk + {end}, 0, sizeof(float) * {plane_end - end});" \
+        if plane_end > end else ""
+    return f"""static void zero_padding(float* __restrict yn, int b0, int b1, int t) {{
+  if (t != 0 && t != {g.n_tiles - 1}) return;
+  for (int s = b0 * {filters}; s < b1 * {filters}; ++s) {{
+    const int k = OCH[s];
+    if (k < 0) continue;
+    float* yk = yn + (size_t)k * {out_len};
+    if (t == 0) memset(yk + {g.lead}, 0, sizeof(float) * {shift - g.lead});
+    {tail}
+  }}
+}}
+"""
 
 
 def _direct_offsets(g: Geometry, ops: BlockedOps) -> np.ndarray:
@@ -190,7 +223,9 @@ def layer_source(spec: ConvSpec, conv: CompactConv, tile: TileConfig, isa: str) 
               + _array("int32_t", "DEST", _ints(dest)) + _array("uint32_t", "MASK", _ints(mask)))
     per_block = B * V * L
     pad_channels = max(1, 16384 // (spec.height * spec.width))
-    entry = f"""struct Ctx {{ const float* x; const float* res; float* y; float* xp; int batch; int groups; }};
+    same = same_padded(spec)
+    _, out_len, _ = _output_strides(g)
+    entry = f"""struct Ctx {{ const float* x; const float* res; float* y; float* xp; int batch; int groups; int io; }};
 
 static void pad_item(void* vctx, int item) {{
   const Ctx* c = (const Ctx*)vctx;
@@ -209,35 +244,47 @@ static void compute_item(void* vctx, int item) {{
   {"const float* tb;" if tile.direct else f"float* tb = zd_scratch(1, {tap_buffer});"}
   float* ps = {ops.n_chunks} > 1 ? zd_scratch(2, (size_t)(b1 - b0) * {per_block}) : nullptr;
   if ({"false" if tile.direct else "!tb"} || ({ops.n_chunks} > 1 && !ps)) abort();  // out of memory for a few kilobytes: nothing sane left
+  const int io = {"c->io" if same else "0"};
   const float* xn = c->xp + (size_t)n * {C * g.channel_stride};
-  const float* rn = c->res ? c->res + (size_t)n * {y_size} : nullptr;
-  float* yn = c->y + (size_t)n * {y_size};
+  const float* rn = c->res ? c->res + (size_t)n * (io & ZD_RES_PADDED ? {K * out_len} : {y_size}) : nullptr;
+  float* yn = c->y + (size_t)n * (io & ZD_OUT_PADDED ? {K * out_len} : {y_size});
   for (int ch = 0; ch < {ops.n_chunks}; ++ch) {{
     {f"tb = xn + (size_t)ch * {ops.chunk * g.channel_stride} + t * {g.tile};" if tile.direct else "fill(tb, xn, ch, t);"}
     for (int b = b0; b < b1; ++b)
-      piece(tb, ps + (size_t)(b - b0) * {per_block}, rn, yn, b, ch, t, ch == 0, ch == {ops.n_chunks} - 1);
+      piece(tb, ps + (size_t)(b - b0) * {per_block}, rn, yn, b, ch, t, ch == 0, ch == {ops.n_chunks} - 1, io);
   }}
+  {"if (io & ZD_OUT_PADDED) zero_padding(yn, b0, b1, t);" if same else ""}
 }}
-}}  // namespace zdl_{spec.name}
 
-extern "C" void {spec.symbol}(const float* x, const float* res, float* y, int batch, int threads) {{
-  using namespace zdl_{spec.name};
+static void run(const float* x, const float* res, float* y, int batch, int threads, int io) {{
   if (batch <= 0 || !x || !y) return;
   if (threads < 1) threads = 1;
-  float* xp = zd_scratch(0, (size_t)batch * {C * g.channel_stride});
+  float* xp = io & ZD_IN_PADDED ? const_cast<float*>(x) : zd_scratch(0, (size_t)batch * {C * g.channel_stride});
   if (!xp) abort();
   const int tiles = batch * {g.n_tiles};
   int groups = (4 * threads + tiles - 1) / tiles;
   if (groups > 2 * threads) groups = 2 * threads;
   if (groups > {ops.n_blocks}) groups = {ops.n_blocks};
   if (threads == 1 || (long long)tiles * groups > 0x3fffffff) groups = 1;
-  Ctx ctx{{x, {"res" if spec.residual else "nullptr"}, y, xp, batch, groups}};
-  zd_parallel(threads, (batch * {C} + {pad_channels - 1}) / {pad_channels}, pad_item, &ctx);
+  Ctx ctx{{x, {"res" if spec.residual else "nullptr"}, y, xp, batch, groups, io}};
+  if (!(io & ZD_IN_PADDED)) zd_parallel(threads, (batch * {C} + {pad_channels - 1}) / {pad_channels}, pad_item, &ctx);
   zd_parallel(threads, tiles * groups, compute_item, &ctx);
+}}
+}}  // namespace zdl_{spec.name}
+
+extern "C" void {spec.symbol}(const float* x, const float* res, float* y, int batch, int threads) {{
+  zdl_{spec.name}::run(x, res, y, batch, threads, 0);
+}}
+"""
+    if same:  # the same-padded layout in and out (kernels/padded_layout.py): io = ZD_*_PADDED bits
+        entry += f"""extern "C" void {spec.symbol}_io(const float* x, const float* res, float* y, int batch,
+                                   int threads, int io) {{
+  zdl_{spec.name}::run(x, res, y, batch, threads, io & 7);
 }}
 """
     fill = "" if tile.direct else _fill_function(g, ops)
-    return head + arrays + _pad_function(g) + fill + _piece_function(g, ops, spec.relu) + entry
+    zero = _zero_padding_function(g, B) if same else ""
+    return head + arrays + _pad_function(g) + fill + _piece_function(g, ops, spec.relu) + zero + entry
 
 
 def generate_source(layers: list[tuple[ConvSpec, CompactConv, TileConfig]], isa: str) -> str:

@@ -4,6 +4,10 @@ The input of each channel is padded once and split into stride x stride phase pl
 output (oy, ox) of tap (dy, dx) reads plane phase(dy, dx) at flat index (oy * Wq + ox) + offset(dy, dx):
 one constant offset per tap for every output, for any stride and dilation. Outputs are computed on the
 flat grid of width Wq (columns ox >= Wo are discarded by the masked store).
+
+A "same" 3x3 layer (stride 1, padding 1, dilation 1) has one padded plane of row width W + 2, placed and sized
+by the map alone (padded_lead, padded_layout_len), so one layer's flat output grid, shifted by padded_shift,
+IS the next such layer's padded input: kernels/padded_layout.py hands activations over in that layout.
 """
 from __future__ import annotations
 
@@ -16,6 +20,26 @@ from kernels.spec import ConvSpec, TileConfig
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+MAX_TILE_FLOATS = 8 * 16  # TileConfig.vectors <= 8, at most 16 lanes
+
+
+def padded_lead(width: int) -> int:
+    """Floats before the padded plane of a same-padded layer, so that its interior (row 1, column 1: W + 3 in)
+    starts a 64-byte line: a tile's full-vector stores into it (and its centre-tap loads) are then aligned."""
+    return -(width + 3) % 16
+
+
+def padded_layout_len(height: int, width: int) -> int:
+    """Floats per channel of the padded layout of an HxW map: lead, the (H+2)x(W+2) plane, slack for any tile's
+    reads (flat grid < H(W+2) + tile, tap shifts <= 2(W+2) + 2) and writes (shift W + 3), 16-float aligned."""
+    return _ceil_div(padded_lead(width) + (height + 2) * (width + 2) + MAX_TILE_FLOATS + 2, 16) * 16
+
+
+def same_padded(spec: ConvSpec) -> bool:
+    """Input and output share the padded layout: 3x3, stride 1, padding 1, dilation 1 (output map = input)."""
+    return (spec.kernel_size, spec.stride, spec.padding, spec.dilation) == (3, 1, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -58,19 +82,32 @@ class Geometry:
     def plane_len(self) -> int:
         """Floats per phase plane: the plane plus slack for the last tile's reads, 16-float aligned."""
         max_shift = max(self.tap_phase_and_shift(t)[1] for t in range(self.spec.taps))
-        need = max(self.plane_height * self.plane_width, self.n_tiles * self.tile + max_shift)
+        need = self.lead + max(self.plane_height * self.plane_width, self.n_tiles * self.tile + max_shift)
+        if same_padded(self.spec):
+            assert padded_layout_len(self.spec.height, self.spec.width) >= need
+            return padded_layout_len(self.spec.height, self.spec.width)
         return _ceil_div(need, 16) * 16
 
     @property
     def channel_stride(self) -> int:
         return self.phases * self.plane_len
 
+    @property
+    def lead(self) -> int:
+        """Floats before the first phase plane (padded_lead for same-padded layers, else none)."""
+        return padded_lead(self.spec.width) if same_padded(self.spec) else 0
+
+    @property
+    def padded_shift(self) -> int:
+        """Same-padded layers: where output flat index 0 sits in the padded layout (row 1, column 1)."""
+        return self.lead + self.plane_width + 1
+
     def tap_offsets(self) -> np.ndarray:
         """int64 [taps]: offset of each tap from the output's flat index, inside one channel's planes."""
         out = []
         for t in range(self.spec.taps):
             phase, shift = self.tap_phase_and_shift(t)
-            out.append(phase * self.plane_len + shift)
+            out.append(self.lead + phase * self.plane_len + shift)
         return np.array(out, dtype=np.int64)
 
     def store_table(self) -> tuple[np.ndarray, np.ndarray]:

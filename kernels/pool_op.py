@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from kernels.errors import KernelRuntimeError
+
 aten = torch.ops.aten
 POOL_TARGETS = (aten.max_pool2d.default,)
 RELU_TARGETS = (aten.relu.default,)
@@ -19,16 +21,23 @@ MAX_THREADS = 64
 
 
 class CompiledMaxPool(nn.Module):
-    """max_pool2d(relu(x) if relu else x, k, s, p) on contiguous float32 NCHW CPU tensors."""
+    """max_pool2d(relu(x) if relu else x, k, s, p) on contiguous float32 NCHW CPU tensors.
 
-    def __init__(self, fn, kernel: int, stride: int, padding: int, relu: bool):
+    With `padded_map` = (Ho, Wo) set (kernels/padded_layout.py) it returns its output in the padded layout the
+    compiled layers reading it take, (N, C, padded_layout_len(Ho, Wo)); `fn_io` is the library's entry for that."""
+
+    def __init__(self, fn, kernel: int, stride: int, padding: int, relu: bool, fn_io=None):
         super().__init__()
         self._fn, self.kernel, self.stride, self.padding, self.relu = fn, kernel, stride, padding, relu
+        self.fn_io = fn_io
+        self.padded_map: tuple[int, int] | None = None
 
     def _torch(self, x: torch.Tensor) -> torch.Tensor:
         return F.max_pool2d(torch.relu(x) if self.relu else x, self.kernel, self.stride, self.padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padded_map is not None:
+            return self._padded(x)
         if not (type(x) is torch.Tensor and x.dtype == torch.float32 and x.dim() == 4 and x.is_cpu):
             return self._torch(x)
         n, c, h, w = x.shape
@@ -39,6 +48,22 @@ class CompiledMaxPool(nn.Module):
         y = torch.empty((n, c, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1), dtype=torch.float32)
         self._fn(x.data_ptr(), y.data_ptr(), n * c, h, w, k, s, p, int(self.relu),
                  min(MAX_THREADS, max(1, torch.get_num_threads())))
+        return y
+
+    def _padded(self, x: torch.Tensor) -> torch.Tensor:
+        from kernels.geometry import padded_lead, padded_layout_len
+        from kernels.padded_layout import to_padded
+        n, c, h, w = x.shape
+        k, s, p = self.kernel, self.stride, self.padding
+        ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        if (ho, wo) != self.padded_map:
+            raise KernelRuntimeError(f"max-pool output is {ho}x{wo}, its compiled readers take {self.padded_map}")
+        if not (type(x) is torch.Tensor and x.dtype == torch.float32 and x.is_cpu and 0 < n * c < 1 << 31):
+            return to_padded(self._torch(x).float())
+        x = x.contiguous()
+        y = torch.empty((n, c, padded_layout_len(ho, wo)), dtype=torch.float32)
+        self.fn_io(x.data_ptr(), y.data_ptr(), n * c, h, w, k, s, p, int(self.relu),
+                   min(MAX_THREADS, max(1, torch.get_num_threads())), y.shape[2], padded_lead(wo))
         return y
 
     def extra_repr(self) -> str:
@@ -73,6 +98,10 @@ def install_pool_layers(gm: fx.GraphModule, library_path) -> int:
         return 0
     fn.restype = None
     fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 8
+    fn_io = getattr(load_library(library_path), "zd_max_pool2d_io", None)  # absent from older libraries
+    if fn_io is not None:
+        fn_io.restype = None
+        fn_io.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int] * 10
     count = 0
     for node in list(gm.graph.nodes):
         if node.op != "call_function" or node.target not in POOL_TARGETS:
@@ -85,7 +114,7 @@ def install_pool_layers(gm: fx.GraphModule, library_path) -> int:
                 and len(source.users) == 1:
             source, relu = source.args[0], True
         name = f"zd_max_pool_{count}"
-        gm.add_submodule(name, CompiledMaxPool(fn, *params, relu))
+        gm.add_submodule(name, CompiledMaxPool(fn, *params, relu, fn_io))
         with gm.graph.inserting_before(node):
             call = gm.graph.call_module(name, (source,))
         call.meta.update(node.meta)

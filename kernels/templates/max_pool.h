@@ -3,7 +3,7 @@
 // is ~40x slower than this on one core (ResNet stem: 6 ms vs ~0.15 ms).
 #include <math.h>
 
-struct zd_pool_ctx { const float* x; float* y; int planes, H, W, k, s, p, Ho, Wo, relu, per_item; };
+struct zd_pool_ctx { const float* x; float* y; int planes, H, W, k, s, p, Ho, Wo, relu, per_item, out_len, out_lead; };
 
 // Window max along a row of colmax (padded with `init` on both sides, so no bounds checks; n floats readable);
 // k = 3, s = 2 (the ResNet stem) gets its own loop, 16 outputs per step with AVX-512 (even/odd lanes split by
@@ -51,7 +51,16 @@ static void zd_max_pool_item(void* vctx, int item) {
   const int lo = item * c->per_item, hi = lo + c->per_item < c->planes ? lo + c->per_item : c->planes;
   for (int plane = lo; plane < hi; ++plane) {
     const float* xp = c->x + (size_t)plane * H * W;
-    float* yp = c->y + (size_t)plane * Ho * Wo;
+    // out_len > 0: the padded layout of the next layer's input (kernels/padded_layout.py): out_lead floats, then
+    // a plane of rows of Wo + 2 with the outputs from row 1, column 1, zeros around them.
+    const int ystep = c->out_len ? Wo + 2 : Wo;
+    float* yp = c->y + (size_t)plane * (c->out_len ? c->out_len : Ho * Wo);
+    if (c->out_len) {
+      yp += c->out_lead;  // the lead and the slack after the plane are never read for a kept output: left unset
+      memset(yp, 0, sizeof(float) * (Wo + 3));
+      memset(yp + (size_t)(Ho + 1) * ystep + 1, 0, sizeof(float) * (ystep - 1));
+      yp += Wo + 3;
+    }
     for (int oy = 0; oy < Ho; ++oy) {
       const int y0 = oy * s - p;
       const int ya = y0 < 0 ? 0 : y0, yb = y0 + k < H ? y0 + k : H;
@@ -62,17 +71,26 @@ static void zd_max_pool_item(void* vctx, int item) {
         const float* __restrict row = xp + (size_t)iy * W;
         for (int ix = 0; ix < W; ++ix) cm[ix] = row[ix] > cm[ix] ? row[ix] : cm[ix];
       }
-      zd_row_max(colmax, yp + (size_t)oy * Wo, Wo, k, s, Wp);
+      zd_row_max(colmax, yp + (size_t)oy * ystep, Wo, k, s, Wp);
+      if (c->out_len) yp[(size_t)oy * ystep + Wo] = yp[(size_t)oy * ystep + Wo + 1] = 0.f;  // right pad, next left pad
     }
   }
 }
 
-// y[n, c, Ho, Wo] = max over each k x k window of x (relu'd when relu != 0); planes = n * c.
-extern "C" void zd_max_pool2d(const float* x, float* y, int planes, int H, int W, int k, int s, int p, int relu,
-                              int threads) {
+// y[n, c, Ho, Wo] = max over each k x k window of x (relu'd when relu != 0); planes = n * c. out_len > 0: y in
+// the padded layout instead: out_len floats per plane, the (Ho + 2) x (Wo + 2) plane from out_lead on.
+extern "C" void zd_max_pool2d_io(const float* x, float* y, int planes, int H, int W, int k, int s, int p, int relu,
+                                 int threads, int out_len, int out_lead) {
   if (!x || !y || planes <= 0 || k < 1 || s < 1 || p < 0 || 2 * p > k || H + 2 * p < k || W + 2 * p < k) return;
   if (threads < 1) threads = 1;
-  zd_pool_ctx ctx{x, y, planes, H, W, k, s, p, (H + 2 * p - k) / s + 1, (W + 2 * p - k) / s + 1, relu, 0};
+  zd_pool_ctx ctx{x, y, planes, H, W, k, s, p, (H + 2 * p - k) / s + 1, (W + 2 * p - k) / s + 1, relu, 0, out_len,
+                  out_lead};
+  if (out_len && (out_lead < 0 || out_len < out_lead + (ctx.Ho + 2) * (ctx.Wo + 2))) return;
   ctx.per_item = 1 + 16384 / (H * W + 1);
   zd_parallel(threads, (planes + ctx.per_item - 1) / ctx.per_item, zd_max_pool_item, &ctx);
+}
+
+extern "C" void zd_max_pool2d(const float* x, float* y, int planes, int H, int W, int k, int s, int p, int relu,
+                              int threads) {
+  zd_max_pool2d_io(x, y, planes, H, W, k, s, p, relu, threads, 0, 0);
 }

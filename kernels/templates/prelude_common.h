@@ -6,6 +6,10 @@
 #error "zerodata kernels store their constants little-endian"
 #endif
 
+// Layout bits of one layer call (kernels/padded_layout.py): which of input, residual and output are in the padded
+// layout of a same-padded layer (row width W + 2, interior at W + 3) instead of NCHW.
+enum { ZD_IN_PADDED = 1, ZD_RES_PADDED = 2, ZD_OUT_PADDED = 4 };
+
 // Scratch buffers per calling thread (slot 0: padded input, 1: tap buffer, 2: partial sums), grown on
 // demand and shared by every layer in this library. 64-byte aligned.
 static float* zd_scratch(int slot, size_t n) {
