@@ -61,7 +61,7 @@ def _check_layer(spec: ConvSpec, conv: CompactConv, tile: TileConfig) -> None:
         raise UnsupportedConv(f"layer {spec.name!r}: weights or bias are not finite")
 
 
-def _pad_function(g: Geometry) -> str:
+def _pad_function(g: Geometry, used_taps) -> str:
     s, p, H, W = g.spec.stride, g.spec.padding, g.spec.height, g.spec.width
     hq, wq, pl, lead = g.plane_height, g.plane_width, g.plane_len, g.lead
     if s == 1:
@@ -77,12 +77,16 @@ def _pad_function(g: Geometry) -> str:
 """
     # Stride s: each of the s x s phase planes, with its in-range rows and columns as constants, so the column
     # loop is a branch-free strided copy the compiler vectorises (a per-element bounds test was 2-3x slower on
-    # 56x56 and 224x224 inputs: docs/benchmarks/kernels.md, session 6).
+    # 56x56 and 224x224 inputs: docs/benchmarks/kernels.md, session 6). Planes no used tap reads are left unset
+    # (a 1x1 stride-2 downsample, compiled as the centre tap of a 3x3, reads one of four).
+    used_phases = {g.tap_phase_and_shift(int(tap))[0] for tap in used_taps}
     blocks = []
     for py in range(s):
         qy_lo = min(hq, max(0, -(-(p - py) // s)))
         qy_hi = max(qy_lo, min(hq, (H - 1 + p - py) // s + 1))
         for px in range(s):
+            if py * s + px not in used_phases:
+                continue
             qx_lo = min(wq, max(0, -(-(p - px) // s)))
             qx_hi = max(qx_lo, min(wq, (W - 1 + p - px) // s + 1))
             blocks.append(f"""  {{
@@ -284,7 +288,7 @@ extern "C" void {spec.symbol}(const float* x, const float* res, float* y, int ba
 """
     fill = "" if tile.direct else _fill_function(g, ops)
     zero = _zero_padding_function(g, B) if same else ""
-    return head + arrays + _pad_function(g) + fill + _piece_function(g, ops, spec.relu) + zero + entry
+    return head + arrays + _pad_function(g, ops.used_taps) + fill + _piece_function(g, ops, spec.relu) + zero + entry
 
 
 def generate_source(layers: list[tuple[ConvSpec, CompactConv, TileConfig]], isa: str) -> str:

@@ -37,6 +37,10 @@ CASES = [
     ("one_row", 3, 4, 1, 9, 1, 1, 1, False, True, ODD_LIB, 0.0, TileConfig(1, 2, 0)),
     ("to_1x1", 5, 3, 3, 3, 1, 0, 1, True, False, LIB8, 0.0, TileConfig(2, 1, 0)),
     ("big_map", 4, 6, 23, 31, 1, 1, 1, True, True, LIB8, 0.4, TileConfig(2, 4, 0)),
+    # Stride 2 with taps in some phase planes only (the others are never padded): a 1x1 downsample as the centre
+    # tap, and the top corners (phase 0).
+    ("s2_centre", 6, 5, 9, 8, 2, 1, 1, False, True, [(4,)], 0.0, TileConfig(2, 2, 0)),
+    ("s2_corners", 5, 6, 8, 9, 2, 1, 1, True, False, [(0,), (2,), (0, 2)], 0.3, TileConfig(2, 2, 3)),
     # Direct tiles read the padded input in place: chunks, ragged tiles, stride phases, dilation, no padding.
     ("direct_chunked", 32, 24, 14, 14, 1, 1, 1, True, True, LIB8, 0.5, TileConfig(4, 2, 5, direct=True)),
     ("direct_s2", 7, 9, 11, 6, 2, 0, 1, True, True, LIB8, 0.5, TileConfig(8, 1, 2, direct=True)),
