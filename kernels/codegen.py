@@ -64,7 +64,7 @@ def _check_layer(spec: ConvSpec, conv: CompactConv, tile: TileConfig) -> None:
 def _pad_function(g: Geometry, used_taps) -> str:
     s, p, H, W = g.spec.stride, g.spec.padding, g.spec.height, g.spec.width
     hq, wq, pl, lead = g.plane_height, g.plane_width, g.plane_len, g.lead
-    if s == 1:
+    if s == 1:  # the slack after the plane is left unset: only discarded lanes read it (padded_layout.py)
         return f"""static void pad_channel(const float* __restrict src, float* __restrict dst) {{
   memset(dst, 0, sizeof(float) * {lead + p * wq + p});
   for (int iy = 0; iy < {H}; ++iy) {{
@@ -72,7 +72,7 @@ def _pad_function(g: Geometry, used_taps) -> str:
     memcpy(row + {p}, src + iy * {W}, sizeof(float) * {W});
     memset(row + {p + W}, 0, sizeof(float) * {wq - W});  // right pad + next row's left pad
   }}
-  memset(dst + {lead + (H + p) * wq}, 0, sizeof(float) * {pl - lead - (H + p) * wq});
+  memset(dst + {lead + (H + p) * wq}, 0, sizeof(float) * {p * wq});
 }}
 """
     # Stride s: each of the s x s phase planes, with its in-range rows and columns as constants, so the column
