@@ -64,7 +64,10 @@ def _check_layer(spec: ConvSpec, conv: CompactConv, tile: TileConfig) -> None:
 def _pad_function(g: Geometry, used_taps) -> str:
     s, p, H, W = g.spec.stride, g.spec.padding, g.spec.height, g.spec.width
     hq, wq, pl, lead = g.plane_height, g.plane_width, g.plane_len, g.lead
-    if s == 1:  # the slack after the plane is left unset: only discarded lanes read it (padded_layout.py)
+    if s == 1:
+        # Zeros up to what this layer reads, not to the end of the (larger) same-padded layout: discarded lanes
+        # read the slack, and unset memory there can hold denormals (slow FMAs); ~130 floats per channel of
+        # zeros nobody reads cost more than a 7x7 map.
         return f"""static void pad_channel(const float* __restrict src, float* __restrict dst) {{
   memset(dst, 0, sizeof(float) * {lead + p * wq + p});
   for (int iy = 0; iy < {H}; ++iy) {{
@@ -72,7 +75,7 @@ def _pad_function(g: Geometry, used_taps) -> str:
     memcpy(row + {p}, src + iy * {W}, sizeof(float) * {W});
     memset(row + {p + W}, 0, sizeof(float) * {wq - W});  // right pad + next row's left pad
   }}
-  memset(dst + {lead + (H + p) * wq}, 0, sizeof(float) * {p * wq});
+  memset(dst + {lead + (H + p) * wq}, 0, sizeof(float) * {g.read_extent - lead - (H + p) * wq});
 }}
 """
     # Stride s: each of the s x s phase planes, with its in-range rows and columns as constants, so the column
@@ -174,14 +177,14 @@ def _output_strides(g: Geometry) -> tuple[int, int, int]:
 
 
 def _zero_padding_function(g: Geometry, filters: int) -> str:
-    """Padded output: the plane's padding no tile stores, its top row and first left pad and, when the flat grid
-    ends early, the rest of its bottom row. The lead and the slack after the plane stay unset: only discarded
-    lanes read them (zeroing the slack cost more than the pad pass saved on 7x7 maps)."""
+    """Padded output: what no tile stores, the top row and first left pad, and everything after the last tile
+    (the bottom padding and the slack any reader's discarded lanes may read: unset memory there can hold
+    denormals, which slow the reader's FMAs tenfold). The lead stays unset: no tile reads it."""
     _, out_len, shift = _output_strides(g)
-    end, plane_end = g.n_tiles * g.tile + shift, g.lead + (g.spec.height + 2) * (g.spec.width + 2)
-    assert end <= out_len and plane_end <= out_len
-    tail = f"if (t == {g.n_tiles - 1}) memset(yk + {end}, 0, sizeof(float) * {plane_end - end});" \
-        if plane_end > end else ""
+    end = g.n_tiles * g.tile + shift
+    assert end <= out_len
+    tail = f"if (t == {g.n_tiles - 1}) memset(yk + {end}, 0, sizeof(float) * {out_len - end});" \
+        if out_len > end else ""
     return f"""static void zero_padding(float* __restrict yn, int b0, int b1, int t) {{
   if (t != 0 && t != {g.n_tiles - 1}) return;
   for (int s = b0 * {filters}; s < b1 * {filters}; ++s) {{

@@ -79,10 +79,16 @@ class Geometry:
         return (ry % s) * s + (rx % s), (ry // s) * wq + (rx // s)
 
     @property
+    def read_extent(self) -> int:
+        """Floats of a phase plane this layer's tiles read (from the plane's start): the plane, and past it the
+        slack the last tile's discarded lanes read."""
+        max_shift = max(self.tap_phase_and_shift(t)[1] for t in range(self.spec.taps))
+        return self.lead + max(self.plane_height * self.plane_width, self.n_tiles * self.tile + max_shift)
+
+    @property
     def plane_len(self) -> int:
         """Floats per phase plane: the plane plus slack for the last tile's reads, 16-float aligned."""
-        max_shift = max(self.tap_phase_and_shift(t)[1] for t in range(self.spec.taps))
-        need = self.lead + max(self.plane_height * self.plane_width, self.n_tiles * self.tile + max_shift)
+        need = self.read_extent
         if same_padded(self.spec):
             assert padded_layout_len(self.spec.height, self.spec.width) >= need
             return padded_layout_len(self.spec.height, self.spec.width)

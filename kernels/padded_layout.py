@@ -4,8 +4,7 @@ A same-padded layer (3x3, stride 1, padding 1, dilation 1: `geometry.same_padded
 flat grid of row width W + 2; shifted by W + 3 that grid IS the zero-padded input the next such layer reads.
 Such layers also export `zd_<layer>_io(x, res, y, batch, threads, io)`, whose io bits put the input, the
 residual and / or the output in that layout: (N, C, padded_layout_len(H, W)) floats, the zero-padded
-(H + 2) x (W + 2) plane from padded_lead(W) on; the floats before and after it are unspecified (never read
-for a kept output).
+(H + 2) x (W + 2) plane from padded_lead(W) on, zeros after it (the lead before it is never read).
 
 `chain_padded_layouts(gm)` runs on a loaded package's graph: a compiled layer's output goes over padded when
 every reader is a compiled same-padded layer taking it as input or residual. Anything else (torch ops, dense

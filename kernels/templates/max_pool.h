@@ -56,10 +56,11 @@ static void zd_max_pool_item(void* vctx, int item) {
     const int ystep = c->out_len ? Wo + 2 : Wo;
     float* yp = c->y + (size_t)plane * (c->out_len ? c->out_len : Ho * Wo);
     if (c->out_len) {
-      yp += c->out_lead;  // the lead and the slack after the plane are never read for a kept output: left unset
-      memset(yp, 0, sizeof(float) * (Wo + 3));
-      memset(yp + (size_t)(Ho + 1) * ystep + 1, 0, sizeof(float) * (ystep - 1));
-      yp += Wo + 3;
+      // The lead is never read; the slack after the plane is, by discarded lanes: zeros, not denormals.
+      const int tail = c->out_lead + (Ho + 1) * ystep + 1;
+      memset(yp + c->out_lead, 0, sizeof(float) * (Wo + 3));
+      memset(yp + tail, 0, sizeof(float) * (c->out_len - tail));
+      yp += c->out_lead + Wo + 3;
     }
     for (int oy = 0; oy < Ho; ++oy) {
       const int y0 = oy * s - p;
