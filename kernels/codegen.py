@@ -288,6 +288,8 @@ extern "C" void {spec.symbol}(const float* x, const float* res, float* y, int ba
                                    int threads, int io) {{
   zdl_{spec.name}::run(x, res, y, batch, threads, io & 7);
 }}
+// The layout this library was generated for: the caller chains only when it computes the same length.
+extern "C" int {spec.symbol}_padded_len(void) {{ return {out_len}; }}
 """
     fill = "" if tile.direct else _fill_function(g, ops)
     zero = _zero_padding_function(g, B) if same else ""

@@ -44,8 +44,17 @@ def from_padded(p: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 def has_padded_entry(conv: CompiledConv) -> bool:
-    """Libraries generated before the padded layout lack the _io entries: their layers stay NCHW."""
-    return same_padded(conv.spec) and hasattr(load_library(conv.library), conv.symbol + "_io")
+    """The library takes this layer's padded layout, of the length this code computes. Libraries generated
+    before the layout (no _io entry) or with another length (older code) keep their layers NCHW: a length
+    mismatch would read and write out of bounds."""
+    if not same_padded(conv.spec):
+        return False
+    library = load_library(conv.library)
+    length = getattr(library, conv.symbol + "_padded_len", None)
+    if length is None or not hasattr(library, conv.symbol + "_io"):
+        return False
+    length.restype, length.argtypes = ctypes.c_int, []
+    return length() == padded_layout_len(conv.spec.height, conv.spec.width)
 
 
 class PaddedLayoutConv:

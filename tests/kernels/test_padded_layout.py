@@ -178,3 +178,13 @@ def test_batch_dispatched_layers_keep_nchw_on_both_sides(tmp_path, cache):
     with torch.no_grad():
         x = example(2, seed=5)
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_library_with_another_layout_length_stays_nchw(library, monkeypatch):
+    path, layers = library
+    spec = layers[0][0]
+    import kernels.padded_layout as padded_layout
+    assert padded_layout.has_padded_entry(CompiledConv(path, spec))
+    # The library says padded_layout_len(5, 7); code computing another length must not hand it that layout.
+    monkeypatch.setattr(padded_layout, "padded_layout_len", lambda h, w: padded_layout_len(h, w) + 16)
+    assert not padded_layout.has_padded_entry(CompiledConv(path, spec))
