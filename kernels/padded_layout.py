@@ -1,7 +1,8 @@
 """Activations handed from one compiled layer to the next in the padded layout: the reader skips its pad pass.
 
 A same-padded layer (3x3, stride 1, padding 1, dilation 1: `geometry.same_padded`) computes its outputs on a
-flat grid of row width W + 2; shifted by W + 3 that grid IS the zero-padded input the next such layer reads.
+flat grid of row width W + 2; shifted by padded_lead(W) + W + 3 that grid IS the zero-padded input the next
+such layer reads.
 Such layers also export `zd_<layer>_io(x, res, y, batch, threads, io)`, whose io bits put the input, the
 residual and / or the output in that layout: (N, C, padded_layout_len(H, W)) floats, the zero-padded
 (H + 2) x (W + 2) plane from padded_lead(W) on, zeros after it (the lead before it is never read).
