@@ -38,8 +38,12 @@ def padded_layout_len(height: int, width: int) -> int:
 
 
 def same_padded(spec: ConvSpec) -> bool:
-    """Input and output share the padded layout: 3x3, stride 1, padding 1, dilation 1 (output map = input)."""
-    return (spec.kernel_size, spec.stride, spec.padding, spec.dilation) == (3, 1, 1, 1)
+    """Input and output share the padded layout: 3x3, stride 1, padding 1, dilation 1 (output map = input), on
+    maps where the layout's fixed slack is at most a fifth of the plane. On smaller maps the larger channel
+    stride cost more than the pad pass it saves (ResNet-18 4/9, 14x14 and 7x7 layers called NCHW: 0.03-0.06 ms
+    slower each, docs/benchmarks/kernels.md, session 7), so they keep their tight per-tile planes."""
+    return (spec.kernel_size, spec.stride, spec.padding, spec.dilation) == (3, 1, 1, 1) \
+        and (spec.height + 2) * (spec.width + 2) >= 5 * (MAX_TILE_FLOATS + 2)
 
 
 @dataclass(frozen=True)

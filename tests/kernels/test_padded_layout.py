@@ -12,7 +12,7 @@ from kernels.codegen import generate_source
 from kernels.conv_op import CompiledConv
 from kernels.errors import KernelRuntimeError
 from kernels.format import compact_conv
-from kernels.geometry import padded_layout_len, padded_lead
+from kernels.geometry import padded_layout_len, padded_lead, same_padded
 from kernels.graph_ops import BatchDispatch, CompiledLayer
 from kernels.isa import runnable_isas
 from kernels.padded_layout import (IN_PADDED, OUT_PADDED, RES_PADDED, PaddedLayoutConv, chain_padded_layouts,
@@ -23,12 +23,12 @@ from tests.kernels.compiled_models import example, pattern_tiny_resnet, session_
 from tests.kernels.test_format import LIB8, pattern_pruned
 
 # Odd maps (row width W + 2 not a multiple of a vector, interior never 64-byte aligned without the lead),
-# chunked and direct tiles, a 1-row map, residual and ReLU epilogues.
+# chunked and direct tiles, a 1-row map, residual and ReLU epilogues; all large enough for the layout.
 LAYERS = [
-    (ConvSpec("odd", 8, 12, 5, 7, relu=True, residual=True), TileConfig(2, 3, 4)),
-    (ConvSpec("chunked", 32, 24, 14, 14, relu=True, residual=True), TileConfig(4, 2, 5, direct=True)),
+    (ConvSpec("odd", 8, 12, 25, 23, relu=True, residual=True), TileConfig(2, 3, 4)),
+    (ConvSpec("chunked", 32, 24, 24, 24, relu=True, residual=True), TileConfig(4, 2, 5, direct=True)),
     (ConvSpec("wide", 4, 6, 23, 31, residual=True), TileConfig(2, 4, 0)),
-    (ConvSpec("one_row", 3, 4, 1, 9), TileConfig(1, 2, 0)),
+    (ConvSpec("one_row", 3, 4, 1, 216), TileConfig(1, 2, 0)),
 ]
 
 
@@ -55,6 +55,12 @@ def _garbage_padded(x: torch.Tensor) -> torch.Tensor:
     p[:, :, :padded_lead(w)] = float("nan")
     p[:, :, padded_lead(w) + (h + 2) * (w + 2):] = float("nan")
     return p
+
+
+def test_small_maps_keep_their_own_planes():
+    assert same_padded(ConvSpec("l", 4, 4, 24, 24)) and same_padded(ConvSpec("l", 4, 4, 56, 56))
+    assert not same_padded(ConvSpec("l", 4, 4, 14, 14)) and not same_padded(ConvSpec("l", 4, 4, 7, 7))
+    assert not same_padded(ConvSpec("l", 4, 4, 24, 24, stride=2))
 
 
 def test_layout_round_trips_and_is_sized_by_the_map():
@@ -113,6 +119,10 @@ def test_padded_call_checks_its_layout(library):
         PaddedLayoutConv(CompiledConv(path, spec), 0)
 
 
+# Inputs large enough that the first maps take the padded layout (the 16x16 test models' maps are too small).
+BIG = (3, 32, 32)
+
+
 class Branchy(nn.Module):
     """a -> b chains; b also feeds a torch op and a stride-2 conv (NCHW); the stride-2 conv's output feeds d."""
 
@@ -133,6 +143,30 @@ def branchy() -> nn.Module:
     return model
 
 
+class Pooled(nn.Module):
+    """A ResNet stem in miniature: conv -> ReLU -> max-pool (library) -> a block whose residual is the pool."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.b, self.c = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), \
+            nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        p = nn.functional.max_pool2d(torch.relu(self.stem(x)), 3, 2, 1)
+        return torch.relu(self.c(torch.relu(self.b(p))) + p)
+
+
+def pooled() -> nn.Module:
+    torch.manual_seed(4)
+    model = Pooled().eval()
+    apply_pattern_masks(model, 0.3, seed=4)
+    return model
+
+
+def big_example(batch: int = 1, seed: int = 0, shape=BIG) -> torch.Tensor:
+    return torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
+
+
 def _io_bits(compiled) -> dict[str, int]:
     gm = compiled.graph
     bits = {}
@@ -143,26 +177,28 @@ def _io_bits(compiled) -> dict[str, int]:
     return bits
 
 
-@pytest.mark.parametrize("factory, expected", [
-    # stem -> layer1.conv1 (input) and layer1.conv2 (residual); layer1.conv2 feeds stride-2 readers: NCHW
-    (pattern_tiny_resnet, {"conv1": OUT_PADDED, "layer1.conv1": IN_PADDED | OUT_PADDED,
-                           "layer1.conv2": IN_PADDED | RES_PADDED, "layer2.conv1": 0, "layer2.shortcut.0": 0,
-                           "layer2.conv2": 0}),
-    (branchy, {"a": OUT_PADDED, "b": IN_PADDED, "c": 0, "d": 0}),
-    # conv -> conv, and the max-pool -> conv: the pool writes the padded layout
-    (small_vgg, {"features.0": OUT_PADDED, "features.3": IN_PADDED, "features.7": IN_PADDED}),
-], ids=["tiny_resnet", "branchy", "small_vgg"])
-def test_models_chain_the_expected_edges_and_stay_bit_identical(factory, expected, tmp_path, cache):
+@pytest.mark.parametrize("factory, shape, expected", [
+    # stem -> layer1.conv1 (input) and layer1.conv2 (residual); layer1.conv2 feeds stride-2 readers: NCHW;
+    # layer2 runs on 16x16, too small for the layout
+    (pattern_tiny_resnet, BIG, {"conv1": OUT_PADDED, "layer1.conv1": IN_PADDED | OUT_PADDED,
+                                "layer1.conv2": IN_PADDED | RES_PADDED, "layer2.conv1": 0, "layer2.shortcut.0": 0,
+                                "layer2.conv2": 0}),
+    (branchy, BIG, {"a": OUT_PADDED, "b": IN_PADDED, "c": 0, "d": 0}),
+    # the max-pool writes the padded layout for b (input) and c (residual)
+    (pooled, (3, 48, 48), {"stem": 0, "b": IN_PADDED | OUT_PADDED, "c": IN_PADDED | RES_PADDED}),
+    (small_vgg, example().shape[1:], {"features.0": 0, "features.3": 0, "features.7": 0}),  # 16x16: NCHW
+], ids=["tiny_resnet", "branchy", "pooled", "small_vgg"])
+def test_models_chain_the_expected_edges_and_stay_bit_identical(factory, shape, expected, tmp_path, cache):
     model = factory()
-    kernels.compile_model(model, example(), tmp_path / "pkg", tune=False, cache_dir=cache)
+    kernels.compile_model(model, big_example(shape=shape), tmp_path / "pkg", tune=False, cache_dir=cache)
     chained, plain = kernels.load(tmp_path / "pkg"), kernels.load(tmp_path / "pkg", padded_layout=False)
     assert _io_bits(chained) == expected
     assert not any(_io_bits(plain).values())
     pools = [m for m in chained.graph.modules() if isinstance(m, CompiledMaxPool)]
-    assert all(p.padded_map is None for p in pools) != (factory is small_vgg)
+    assert all(p.padded_map is None for p in pools) != (factory is pooled)
     with torch.no_grad():
         for batch in (1, 2):
-            x = example(batch, seed=batch)
+            x = big_example(batch, seed=batch, shape=shape)
             got = chained(x)
             assert torch.equal(got, plain(x))
             torch.testing.assert_close(got, model(x), rtol=1e-4, atol=1e-4)
@@ -170,13 +206,13 @@ def test_models_chain_the_expected_edges_and_stay_bit_identical(factory, expecte
 
 def test_batch_dispatched_layers_keep_nchw_on_both_sides(tmp_path, cache):
     model = pattern_tiny_resnet()
-    kernels.compile_model(model, example(), tmp_path / "pkg", tune=False, cache_dir=cache)
+    kernels.compile_model(model, big_example(), tmp_path / "pkg", tune=False, cache_dir=cache)
     compiled = kernels.load(tmp_path / "pkg", padded_layout=False)
     layer = next(m for m in compiled.graph.modules() if isinstance(m, CompiledLayer) and m.layer == "layer1.conv1")
     layer.kernel = BatchDispatch(layer.kernel, layer.kernel, 2)  # runs NCHW (dense at batch >= 2 in a package)
     assert chain_padded_layouts(compiled.graph) == 0  # its producer, itself and its reader all stay NCHW
     with torch.no_grad():
-        x = example(2, seed=5)
+        x = big_example(2, seed=5)
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
 
 
