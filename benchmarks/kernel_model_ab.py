@@ -27,7 +27,8 @@ from kernels.bench import onnxruntime_session
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("packages", nargs="+", help="label=package_dir")
+    ap.add_argument("packages", nargs="+",
+                    help="label=package_dir, or label=package_dir:nchw to load it with padded_layout=False")
     ap.add_argument("--model", default="resnet18")
     ap.add_argument("--density", choices=list(DENSITIES), required=True)
     ap.add_argument("--seed", type=int, default=0)
@@ -44,7 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         fns = {}
         for item in args.packages:
             label, path = item.split("=", 1)
-            compiled = kernels.load(path)
+            nchw = path.endswith(":nchw")
+            compiled = kernels.load(path.removesuffix(":nchw"), padded_layout=not nchw)
             torch.testing.assert_close(compiled(x), reference, rtol=1e-3, atol=1e-3, msg=label)
             fns[label] = lambda compiled=compiled: compiled(x)
         ort = onnxruntime_session(model, x, tempfile.mkdtemp(prefix="zd_model_ab_"))
