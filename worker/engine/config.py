@@ -37,9 +37,9 @@ class CompressionConfig:
     linear_rate: float = 0.5  # for "unstructured"
     # Synthetic data (never real data).
     synthetic: SyntheticMode = "bn-inversion"
-    # Synthetic inputs to invert. None = automatic (sample_budget.py): as many as a fixed budget of multiply-
-    # accumulates buys, in batches of 64, between 128 and 512 (ResNet-20: 512, ResNet-56: 128 as before: its job
-    # time does not grow); an explicit value wins. The report's config shows the number run.
+    # Synthetic inputs to invert. None = automatic (sample_budget.py): 768 for a model as cheap as ResNet-20,
+    # falling with the square of the cost per image, in batches of 64, at least 128 (ResNet-56: 128 as before: its
+    # job time does not grow); an explicit value wins. The report's config shows the number run.
     synthetic_samples: int | None = None
     synthetic_steps: int = 100
     # Data-free recovery after pruning.

@@ -1,21 +1,22 @@
-"""How many synthetic inputs a job inverts when `synthetic_samples` is not given: as many as a fixed synthesis
-budget buys at the model's cost per image, in whole inversion batches, between 128 and 512.
+"""How many synthetic inputs a job inverts when `synthetic_samples` is not given: 768 for a model as cheap as
+ResNet-20 on CIFAR, falling with the square of the model's cost per image, in whole inversion batches, never
+fewer than 128.
 
 Inverting one input costs a forward and a backward pass per inversion step, so the synthesis time is about
-samples x multiply-accumulates (MACs) per image; the layer-wise pass that follows scales the same way. The budget,
-512 inputs of a ResNet-20-sized CIFAR model (4.1e7 MACs per image), is the largest that still gives ResNet-56
-(1.25e8 MACs, the job the 10-minute target is set on) today's 128 inputs, so its job does not grow; ResNet-20 gets
-512 (on 2000 test images, two synthesis seeds: pattern-only +0.20 / +1.10, 50% connectivity +1.70 / +1.30 over 128;
-docs/benchmarks/engine.md, session 6). Models costing more than ResNet-56 keep 128.
+samples x multiply-accumulates (MACs) per image; the layer-wise pass that follows scales the same way. The count
+falls faster than the cost grows because the gain from more inputs shrinks as models get deeper and dearer:
+ResNet-20 (4.1e7 MACs) gains from 128 -> 512 -> 768 inputs (docs/benchmarks/engine.md, sessions 6 and 7), ResNet-56
+(1.25e8, 3x) did not gain from 256 (session 5) and keeps 128, so its job, the one the 10-minute target is set on,
+does not grow. 1024 inputs measured no better than 768 on ResNet-20 (session 7).
 """
 from __future__ import annotations
 
 from worker.engine.layers import PrunableLayer
 
 MIN_SAMPLES = 128
-MAX_SAMPLES = 512  # the most measured
+MAX_SAMPLES = 768  # measured best on ResNet-20 of 512 / 768 / 1024
 STEP = 64  # the inversion batch: a partial last batch costs a whole batch's passes for fewer inputs
-BUDGET_MACS = 512 * 41_000_000
+REFERENCE_MACS = 41_000_000  # ResNet-20 on CIFAR: gets MAX_SAMPLES
 
 
 def macs_per_image(layers: list[PrunableLayer]) -> int:
@@ -24,7 +25,7 @@ def macs_per_image(layers: list[PrunableLayer]) -> int:
 
 
 def automatic_samples(macs: int) -> int:
-    """Synthetic inputs for a model of `macs` per image: BUDGET_MACS worth, in whole inversion batches, clamped
-    to [MIN_SAMPLES, MAX_SAMPLES]."""
-    affordable = BUDGET_MACS // max(int(macs), 1)
-    return max(MIN_SAMPLES, min(MAX_SAMPLES, affordable // STEP * STEP))
+    """Synthetic inputs for a model of `macs` per image: MAX_SAMPLES x (REFERENCE_MACS / macs)^2, in whole
+    inversion batches, clamped to [MIN_SAMPLES, MAX_SAMPLES]."""
+    wanted = int(MAX_SAMPLES * (REFERENCE_MACS / max(int(macs), 1)) ** 2)
+    return max(MIN_SAMPLES, min(MAX_SAMPLES, wanted // STEP * STEP))

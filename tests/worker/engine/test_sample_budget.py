@@ -1,5 +1,5 @@
-"""The automatic synthetic sample count: a fixed synthesis budget in multiply-accumulates per image, whole
-inversion batches, clamped to [128, 512]; an explicit `synthetic_samples` wins; report.json shows the number run."""
+"""The automatic synthetic sample count: 768 for a ResNet-20-cheap model, falling with the square of the cost per
+image, whole inversion batches, at least 128; an explicit `synthetic_samples` wins; report.json shows the number run."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from tests.tiny_models import tiny_resnet
 from tests.worker.engine.test_run import export_pt2, small_config
 from worker.engine.layers import execution_order
 from worker.engine.run import compress_file
-from worker.engine.sample_budget import (BUDGET_MACS, MAX_SAMPLES, MIN_SAMPLES, STEP, automatic_samples,
+from worker.engine.sample_budget import (MAX_SAMPLES, MIN_SAMPLES, REFERENCE_MACS, STEP, automatic_samples,
                                          macs_per_image)
 from worker.progress import RecordingProgress
 
@@ -26,21 +26,21 @@ def test_macs_count_every_conv_and_linear_at_its_output_size():
 
 @pytest.mark.parametrize("macs, expected", [
     (125_485_696, 128),     # ResNet-56 (CIFAR): today's 128, so its job does not grow
-    (40_551_040, 512),      # ResNet-20 (CIFAR): ~3x cheaper per image, 512 inputs
-    (60_000_000, 320),      # in between: whole batches of 64 within the budget
+    (40_551_040, 768),      # ResNet-20 (CIFAR): ~3x cheaper per image, 768 inputs
+    (60_000_000, 320),      # in between: 768 x (4.1e7 / 6e7)^2 = 358, in whole batches of 64
     (1_800_000_000, 128),   # ResNet-18 (ImageNet) and larger: never fewer than 128
-    (1_000, 512),           # tiny models: capped
+    (1_000, 768),           # tiny models: capped
 ])
-def test_automatic_samples_spends_a_fixed_budget(macs, expected):
+def test_automatic_samples_fall_with_the_square_of_the_cost(macs, expected):
     assert automatic_samples(macs) == expected
 
 
-def test_automatic_samples_stay_in_whole_batches_within_the_budget():
+def test_automatic_samples_stay_in_whole_batches_within_the_rule():
     previous = MAX_SAMPLES
     for macs in range(10_000_000, 400_000_000, 7_000_000):
         n = automatic_samples(macs)
         assert MIN_SAMPLES <= n <= MAX_SAMPLES and n % STEP == 0 and n <= previous
-        assert n == MIN_SAMPLES or n * macs <= BUDGET_MACS
+        assert n == MIN_SAMPLES or n <= MAX_SAMPLES * (REFERENCE_MACS / macs) ** 2
         previous = n
 
 
