@@ -7,6 +7,7 @@ import click
 
 from app.cli.kernel_commands import shape_option
 from worker.engine.config import CompressionConfig
+from worker.engine.sample_budget import MAX_SAMPLES, MIN_SAMPLES
 
 
 @click.command("compress")
@@ -29,8 +30,8 @@ from worker.engine.config import CompressionConfig
 @click.option("--synthetic", type=click.Choice(["bn-inversion", "gaussian"]), default=CompressionConfig.synthetic,
               show_default=True, help="How synthetic inputs are made (no real data is ever used).")
 @click.option("--samples", type=int, default=None,
-              help="Synthetic samples.  [default: automatic, 128 to 512 by the model's cost per image: "
-                   "ResNet-56 128, ResNet-20 512]")
+              help=f"Synthetic samples.  [default: automatic, {MIN_SAMPLES} to {MAX_SAMPLES} by the model's cost per "
+                   f"image: ResNet-56 {MIN_SAMPLES}, ResNet-20 {MAX_SAMPLES}]")
 @click.option("--steps", type=int, default=CompressionConfig.synthetic_steps, show_default=True,
               help="Optimisation steps for synthetic inputs.")
 @click.option("--recovery-steps", type=int, default=None,

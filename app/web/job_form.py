@@ -20,7 +20,7 @@ EXPLANATIONS = {
     "linear_sparsity": "What to do with 1x1 convolutions and linear layers.",
     "linear_rate": "Fraction of 1x1/linear weights removed when linear sparsity is unstructured.",
     "synthetic": "How synthetic inputs are made: match BatchNorm statistics, or plain Gaussian noise.",
-    "synthetic_samples": "Number of synthetic inputs (no real data is ever used; empty = automatic: 128 to 512, "
+    "synthetic_samples": "Number of synthetic inputs (no real data is ever used; empty = automatic: 128 to 768, "
                          "more for models that are cheap to run).",
     "synthetic_steps": "Optimisation steps spent making the synthetic inputs.",
     "recovery_steps": "Data-free distillation steps after pruning (empty = automatic: none, since block-wise "
