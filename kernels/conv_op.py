@@ -16,6 +16,11 @@ _LIBRARIES: dict[str, ctypes.CDLL] = {}
 _LOCK = threading.Lock()
 
 
+def call_threads() -> int:
+    """Threads a library call runs on: torch's intra-op count, within what the generated pool supports."""
+    return min(MAX_THREADS, max(1, torch.get_num_threads()))
+
+
 def load_library(path: Path) -> ctypes.CDLL:
     """Load a kernel library once per process (ctypes keeps it mapped)."""
     key = str(Path(path).resolve())
@@ -68,7 +73,7 @@ class CompiledConv:
                     and residual.is_cpu)):
                 y = torch.empty((n, *self._out_shape), dtype=torch.float32)
                 self._fn(x.data_ptr(), None if residual is None else residual.data_ptr(), y.data_ptr(), n,
-                         min(MAX_THREADS, max(1, torch.get_num_threads())))
+                         call_threads())
                 return y
         return self._checked_call(x, residual)
 
@@ -93,6 +98,5 @@ class CompiledConv:
             raise KernelRuntimeError(f"layer {s.name!r} was compiled without a residual add")
         y = torch.empty(out_shape, dtype=torch.float32)
         res_ptr = residual.data_ptr() if residual is not None else None
-        threads = min(MAX_THREADS, max(1, torch.get_num_threads()))
-        self._fn(x.data_ptr(), res_ptr, y.data_ptr(), n, threads)
+        self._fn(x.data_ptr(), res_ptr, y.data_ptr(), n, call_threads())
         return y

@@ -19,7 +19,7 @@ import ctypes
 import torch
 from torch import fx
 
-from kernels.conv_op import MAX_ELEMENTS, MAX_THREADS, CompiledConv, load_library
+from kernels.conv_op import MAX_ELEMENTS, CompiledConv, call_threads, load_library
 from kernels.errors import KernelRuntimeError
 from kernels.geometry import padded_lead, padded_layout_len, same_padded
 from kernels.graph_ops import CompiledLayer
@@ -94,7 +94,7 @@ class PaddedLayoutConv:
             self._check(residual, "residual", self._res_shape, n)
         y = torch.empty((n, *self._out_shape), dtype=torch.float32)
         self._fn(x.data_ptr(), None if residual is None else residual.data_ptr(), y.data_ptr(), n,
-                 min(MAX_THREADS, max(1, torch.get_num_threads())), self.io)
+                 call_threads(), self.io)
         return y
 
 

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from kernels.conv_op import call_threads, load_library
 from kernels.errors import KernelRuntimeError
 
 aten = torch.ops.aten
 POOL_TARGETS = (aten.max_pool2d.default,)
 RELU_TARGETS = (aten.relu.default,)
-MAX_THREADS = 64
 
 
 class CompiledMaxPool(nn.Module):
@@ -47,7 +47,7 @@ class CompiledMaxPool(nn.Module):
         x = x.contiguous()
         y = torch.empty((n, c, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1), dtype=torch.float32)
         self._fn(x.data_ptr(), y.data_ptr(), n * c, h, w, k, s, p, int(self.relu),
-                 min(MAX_THREADS, max(1, torch.get_num_threads())))
+                 call_threads())
         return y
 
     def _padded(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +63,7 @@ class CompiledMaxPool(nn.Module):
         x = x.contiguous()
         y = torch.empty((n, c, padded_layout_len(ho, wo)), dtype=torch.float32)
         self.fn_io(x.data_ptr(), y.data_ptr(), n * c, h, w, k, s, p, int(self.relu),
-                   min(MAX_THREADS, max(1, torch.get_num_threads())), y.shape[2], padded_lead(wo))
+                   call_threads(), y.shape[2], padded_lead(wo))
         return y
 
     def extra_repr(self) -> str:
@@ -91,7 +91,6 @@ def _pool_params(node: fx.Node) -> tuple[int, int, int] | None:
 
 def install_pool_layers(gm: fx.GraphModule, library_path) -> int:
     """Replace max_pool2d calls (and a ReLU feeding only the pool) with CompiledMaxPool; returns how many."""
-    from kernels.conv_op import load_library
     try:
         fn = load_library(library_path).zd_max_pool2d
     except AttributeError:  # a library generated before the pool existed: keep torch's pool

@@ -1,4 +1,5 @@
 """kernels.allocator: glibc keeps freed memory once a package is loaded or compiled (opt-out by env)."""
+import os
 import subprocess
 import sys
 
@@ -8,7 +9,6 @@ CHECK = "from kernels.allocator import keep_freed_memory as k; print(k(), k())"
 
 
 def _run(env_value: str | None) -> str:
-    import os
     env = {k: v for k, v in os.environ.items() if k != "ZD_KEEP_FREED_MEMORY"}
     if env_value is not None:
         env["ZD_KEEP_FREED_MEMORY"] = env_value
