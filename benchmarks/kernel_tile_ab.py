@@ -26,6 +26,14 @@ from kernels.format import compact_conv
 from kernels.isa import detect_isa
 from kernels.spec import ConvSpec, TileConfig
 
+# ResNet-56 (CIFAR, 32x32 input) shaped layers: timed only when named in --layers (same seeds as LAYERS by position).
+CIFAR_LAYERS = [
+    ("c16_32", 16, 16, 32, 1),
+    ("c32_16", 32, 32, 16, 1),
+    ("c64_8", 64, 64, 8, 1),
+    ("cd32_32", 16, 32, 32, 2),
+]
+
 
 def parse_tile(label: str) -> TileConfig:
     """'f6v4c128d' -> TileConfig(6, 4, 128, direct=True): the inverse of TileConfig.label."""
@@ -39,7 +47,7 @@ def parse_tile(label: str) -> TileConfig:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiles", nargs="+", type=parse_tile, required=True)
-    ap.add_argument("--layers", nargs="*", help="subset of benchmarks.kernel_layers layer names")
+    ap.add_argument("--layers", nargs="*", help="subset of benchmarks.kernel_layers layer names, or CIFAR_LAYERS names")
     ap.add_argument("--densities", nargs="*", default=list(DENSITIES))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=80)
@@ -49,8 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     clock = clock_for(args.threads)
     isa = detect_isa()
     for density in args.densities:
-        for seed, (name, c, k, size, stride) in enumerate(LAYERS):
-            if args.layers and name not in args.layers:
+        for seed, (name, c, k, size, stride) in enumerate(LAYERS + CIFAR_LAYERS):
+            if (args.layers or seed >= len(LAYERS)) and name not in (args.layers or ()):
                 continue
             weight, bias = pruned_weight(k, c, DENSITIES[density], seed), torch.randn(k)
             compact = compact_conv(weight, bias, name=name)

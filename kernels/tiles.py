@@ -12,9 +12,15 @@ _REGISTERS = {"avx512": 32, "avx2": 16, "portable": 16}
 # ResNet-56 CIFAR (16-64 channels) f4v4c8 and f2v8c8 won 54 of 55 layers (without them: +20% summed layer time).
 # Every candidate costs a compile and a timing per layer, so the chunk-8 ones are tried on small layers only.
 # f6v4c0 and f4v5c32: 5-12% faster than the best f4v4 on 512@7 and 256@14 layers (same session, 1 thread).
+# avx2 (16 ymm registers) on an AMD EPYC Zen 3, session 8, 1 thread, interleaved per layer (benchmarks/kernel_tile_ab,
+# docs/benchmarks/kernels.md): f4v3 (12 accumulators) beat the old default f2v4c8 by 5-25% on every ResNet-18 3x3
+# layer; chunk 32 was best or within 3% on 56x56/28x28/7x7, all channels (c0) on the stride-2 28x28 layer (1.08-1.20x
+# over c16); f6v2c0 won 256@14 and the stride-2 layer into 7x7 (1.18x / 1.38-1.45x over f4v3c16); on ResNet-56
+# layers f4v3c0/c16 were within 6% of the best except 64@8, where f2v5c8 won by 15%. f3v3, f5v2, f6v2c32, f8v1 and
+# the old f2v4c8 / f4v2 never won by more than noise.
 _PREFERENCES = {
     "avx512": [(4, 4, 16), (4, 4, 32), (4, 4, 0), (8, 3, 0), (6, 4, 0), (4, 5, 32), (4, 4, 8, 64), (2, 8, 8, 64)],
-    "avx2": [(2, 4, 8), (4, 2, 0), (1, 6, 8), (2, 4, 0), (4, 2, 16), (1, 4, 0)],
+    "avx2": [(4, 3, 32), (4, 3, 16), (6, 2, 0), (4, 3, 0), (2, 5, 8, 64)],
     "portable": [(2, 4, 8), (4, 2, 0), (1, 6, 8), (2, 4, 0)],
 }
 
@@ -23,13 +29,18 @@ _PREFERENCES = {
 # one tile's tap copies feed too few blocks to pay for themselves, and larger chunks cut the per-chunk mask-loop
 # exits. Session 5 (Intel Xeon, AVX-512, 1 thread, interleaved A/B against f6v4c0, two runs): f6v4c128d /
 # f4v4c64d 9-23% / 4-14% faster on 512@7 and 9-13% / 2-14% on 256@14; on the stride-2 layers into 14x14 and
-# 7x7 they lost 8-14%, on 28x28 and 56x56 maps up to 18% (docs/benchmarks/kernels.md).
-_DIRECT_PREFERENCES = {"avx512": [(6, 4, 128), (4, 4, 64)], "avx2": [], "portable": []}
+# 7x7 they lost 8-14%, on 28x28 and 56x56 maps up to 18% (docs/benchmarks/kernels.md). avx2 (Zen 3, session 8):
+# f4v3c64d 1.00-1.06x of f6v2c0 on 256@14 by median, fastest runs 3-20% faster on 512@7 but medians 10-20% slower
+# (noisy); f6v2c128d, f6v2c0d, f5v2c128d no better, f8v1c128d 0.4-0.6x. One candidate, the tuner decides.
+_DIRECT_PREFERENCES = {"avx512": [(6, 4, 128), (4, 4, 64)], "avx2": [(4, 3, 64)], "portable": []}
 _DIRECT_MAX_OUTPUTS = 14 * 14
 # 5x5 / 7x7 convs (the ResNet-18 stem, 3->64 7x7 stride 2, dense): every op feeds every filter of a block, so
 # wide direct tiles. Session 6 (AMD EPYC, AVX-512, 1 thread, interleaved): f4v6c0d / f6v4c0d 0.89x / 0.94x of
-# f6v4c0's time, f8v3c0 1.09x, f4v4c0 1.49x (docs/benchmarks/kernels.md).
-_LARGE_KERNEL_PREFERENCES = {"avx512": [((4, 6, 0), True), ((6, 4, 0), True)], "avx2": [], "portable": []}
+# f6v4c0's time, f8v3c0 1.09x, f4v4c0 1.49x (docs/benchmarks/kernels.md). avx2 (Zen 3, session 8, 1 thread,
+# benchmarks/kernel_stem_ab, median): f4v3c0d 4.09 ms, f2v5c0d 4.05, f3v3c0d 4.31, f4v3c0 4.41, f6v2c0d 4.91, the old
+# default f4v2c0 6.42, f8v1c0d 6.54; ONNX Runtime 4.01, torch 6.80.
+_LARGE_KERNEL_PREFERENCES = {"avx512": [((4, 6, 0), True), ((6, 4, 0), True)],
+                             "avx2": [((4, 3, 0), True), ((2, 5, 0), True)], "portable": []}
 
 
 def _fits(filters: int, vectors: int, isa: str) -> bool:

@@ -139,13 +139,24 @@ def test_direct_tiles_are_candidates_on_small_maps_only():
     assert [t.label for t in small if t.direct] == ["f6v4c128d", "f4v4c64d"]
     for other in (ConvSpec("l", 64, 64, 56, 56), ConvSpec("s2", 128, 256, 28, 28, stride=2)):
         assert not any(t.direct for t in candidate_tiles(other, "avx512"))
-    assert not any(t.direct for t in candidate_tiles(ConvSpec("s", 256, 256, 14, 14), "avx2"))
+    assert [t.label for t in candidate_tiles(ConvSpec("s", 256, 256, 14, 14), "avx2") if t.direct] == ["f4v3c64d"]
+    assert not any(t.direct for t in candidate_tiles(ConvSpec("l", 64, 64, 56, 56), "avx2"))
+    assert not any(t.direct for t in candidate_tiles(ConvSpec("s", 256, 256, 14, 14), "portable"))
 
 
-def test_large_kernels_get_wide_direct_tiles_on_avx512_only():
+def test_avx2_tiles_fit_sixteen_registers():
+    for spec in (ConvSpec("l", 64, 64, 56, 56), ConvSpec("s", 512, 512, 7, 7), ConvSpec("c", 16, 16, 32, 32)):
+        tiles = candidate_tiles(spec, "avx2")
+        assert tiles[0].label == ("f4v3c0" if spec.in_channels <= 32 else "f4v3c32")
+        assert all(t.filters * t.vectors + t.vectors + 1 <= 16 for t in tiles)
+    assert "f2v5c8" in [t.label for t in candidate_tiles(ConvSpec("c", 64, 64, 8, 8), "avx2")]
+
+
+def test_large_kernels_get_wide_direct_tiles():
     stem = ConvSpec("stem", 3, 64, 224, 224, stride=2, padding=3, kernel_size=7)
     assert [t.label for t in candidate_tiles(stem, "avx512")] == ["f4v6c0d", "f6v4c0d"]
-    assert not any(t.direct for t in candidate_tiles(stem, "avx2"))
+    assert [t.label for t in candidate_tiles(stem, "avx2")] == ["f4v3c0d", "f2v5c0d"]
+    assert not any(t.direct for t in candidate_tiles(stem, "portable"))
 
 
 def test_kernel_size_must_match_the_weights():
