@@ -293,3 +293,14 @@ def test_oversize_batch_refused_before_the_kernel_runs(library, monkeypatch):
     monkeypatch.setattr(conv_op, "MAX_ELEMENTS", 1000)   # a real oversize batch would need gigabytes
     with pytest.raises(KernelRuntimeError, match="split the batch"):
         CompiledConv(path, spec)(torch.randn(1, 16, 9, 9))
+
+
+def test_avx2_direct_tiles_on_small_maps_take_every_tile_in_one_item():
+    """Tiles innermost (one work item per filter group) only for avx2 direct tiles on 3x3 maps up to 14x14; the
+    correctness of that loop order is covered by the direct cases above on every avx2 machine."""
+    spec, weight, bias, _ = next(layer for layer in LAYERS if layer[0].name == "direct_chunked")
+    compact = _compact(spec, weight, bias)
+    inner = generate_source([(spec, compact, TileConfig(4, 2, 5, direct=True))], "avx2")
+    assert "n = nt_ / 1," in inner and "t < t0 + 14;" in inner  # 14 rows of 16 floats, 16-float tiles
+    for isa, tile in (("avx512", TileConfig(4, 2, 5, direct=True)), ("avx2", TileConfig(4, 2, 5))):
+        assert "t < t0 + 1;" in generate_source([(spec, compact, tile)], isa)
