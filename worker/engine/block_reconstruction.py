@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
+from worker.engine.block_views import crop_views, cutmix_views
 from worker.progress import Progress
 
 
@@ -30,6 +31,8 @@ class BlockSettings:
     bn_affine: int = 0        # 1 = also tune the blocks' BatchNorm weight and bias
     flip: int = 1             # 1 = also use the horizontally flipped inputs (2x the samples)
     shifted_views: int = 0    # extra copies of the inputs, each rolled by up to 2 pixels and randomly flipped
+    cutmix_views: int = 1     # extra copies of the inputs made by CutMix of random pairs (block_views.py)
+    crop_views: int = 1       # extra copies made by random resized crops, randomly flipped (block_views.py)
     after_activation: int = 1 # 1 = a block ends after the activation following its residual add, 0 = before it
     teacher_input: int = 1    # 1 = target the dense block on the DENSE input (repairs the error carried in);
     #                           0 = the dense block on the student's input (only this block's own error)
@@ -159,6 +162,8 @@ def reconstruct_blocks(student: nn.Module, teacher: nn.Module, images: torch.Ten
     if x.dim() == 4:
         views = [x] + ([torch.flip(x, dims=(3,))] if settings.flip else [])
         views += [_shifted(x, g) for _ in range(settings.shifted_views)]
+        views += [cutmix_views(x, len(x), g) for _ in range(settings.cutmix_views)]
+        views += [crop_views(x, len(x), g) for _ in range(settings.crop_views)]
         x = torch.cat(views)
     first = blocks[0].input_node
     x_s = _value_at(s_gm, first, x, settings.batch)

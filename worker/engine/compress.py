@@ -43,6 +43,7 @@ DISTILL_FEATURES = "output"
 # Block-wise reconstruction after the layer-wise pass (block_reconstruction.py): Adam steps per residual block.
 # On the 1/f-noise synthetic inputs: ResNet-20 +1.20 pattern-only, +1.50 at 50% connectivity; on the older inputs
 # ResNet-56 +0.15 / +0.05 (docs/benchmarks/engine.md, session 4). extra.block_reconstruction overrides it (0 = off).
+# Since session 8 the stage also sees one CutMix and one random-crop copy of the inputs (block_views.py).
 BLOCK_RECONSTRUCTION_STEPS = 100
 
 
@@ -122,7 +123,8 @@ def pool_settings(config: CompressionConfig) -> PoolSettings:
 
 
 _BLOCK_LIMITS = {"steps": (0, 100_000), "lr": (1e-6, 1.0), "batch": (1, 4096), "min_layers": (1, 64),
-                 "bn_affine": (0, 1), "flip": (0, 1), "shifted_views": (0, 16), "after_activation": (0, 1),
+                 "bn_affine": (0, 1), "flip": (0, 1), "shifted_views": (0, 16), "cutmix_views": (0, 16),
+                 "crop_views": (0, 16), "after_activation": (0, 1),
                  "teacher_input": (0, 1)}
 
 
