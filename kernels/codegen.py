@@ -11,6 +11,7 @@ from kernels.format import CompactConv
 from kernels.geometry import Geometry, geometry, padded_layout_len, same_padded
 from kernels.isa import VECTOR_WIDTH, check_isa
 from kernels.spec import ConvSpec, TileConfig
+from kernels.tiles import DIRECT_MAX_OUTPUTS
 
 
 def _template(name: str) -> str:
@@ -172,13 +173,13 @@ def _piece_function(g: Geometry, ops: BlockedOps, relu: bool) -> str:
 # direct f4v3c64d 1.10-1.24x faster than the best copying tile (f6v2c0) on 256@14 and 512@7 at both densities, where
 # before it had been 0.8-1.06x by median (1 thread, interleaved); no gain on the stride-2 layer into 7x7 (0.95-1.02x).
 # Not measured on AVX-512 (same code, off there).
-TILES_INNER = {"avx2": True}
+TILES_INNER_ISAS = frozenset({"avx2"})
 
 
 def _tiles_inner(spec: ConvSpec) -> bool:
     """Small 3x3 maps only: there the weights outweigh the input; on a 7x7 stem every block would sweep the whole
     input instead."""
-    return spec.kernel_size == 3 and spec.out_height * spec.out_width <= 14 * 14
+    return spec.kernel_size == 3 and spec.out_height * spec.out_width <= DIRECT_MAX_OUTPUTS
 
 
 def _output_strides(g: Geometry) -> tuple[int, int, int]:
@@ -242,7 +243,7 @@ def layer_source(spec: ConvSpec, conv: CompactConv, tile: TileConfig, isa: str) 
               + _array("float", "BIAS", _floats(conv.bias)) + _array("int64_t", "COST", _ints(ops.cost))
               + _array("int32_t", "DEST", _ints(dest)) + _array("uint32_t", "MASK", _ints(mask)))
     per_block = B * V * L
-    per_item = g.n_tiles if tile.direct and TILES_INNER.get(isa) and _tiles_inner(spec) else 1
+    per_item = g.n_tiles if tile.direct and isa in TILES_INNER_ISAS and _tiles_inner(spec) else 1
     item_tiles = g.n_tiles // per_item
     pad_channels = max(1, 16384 // (spec.height * spec.width))
     same = same_padded(spec)
@@ -257,9 +258,9 @@ static void pad_item(void* vctx, int item) {{
     pad_channel(c->x + (size_t)i * {spec.height * spec.width}, c->xp + (size_t)i * {g.channel_stride});
 }}
 
-// One item: filter group g of tiles [t0, t0 + TILES_PER_ITEM) of batch item n, all channel chunks. Direct tiles
+// One item: filter group g of tiles [t0, t0 + {per_item}) of batch item n, all channel chunks. Direct tiles
 // take every tile of the map in one item, tiles innermost, so a block's weights and offsets are read from memory
-// once per call instead of once per tile (TILES_INNER).
+// once per call instead of once per tile (TILES_INNER_ISAS).
 static void compute_item(void* vctx, int item) {{
   const Ctx* c = (const Ctx*)vctx;
   const int g = item % c->groups, nt_ = item / c->groups, n = nt_ / {item_tiles}, t0 = nt_ % {item_tiles} * {per_item};
@@ -279,7 +280,7 @@ static void compute_item(void* vctx, int item) {{
         piece({f"tb + t * {g.tile}" if tile.direct else "tb"}, ps + ((size_t)(b - b0) * {per_item} + (t - t0)) * {per_block}, rn, yn, b, ch, t,
               ch == 0, ch == {ops.n_chunks} - 1, io);
   }}
-  {f"for (int t = t0; t < t0 + {per_item}; ++t) if (io & ZD_OUT_PADDED) zero_padding(yn, b0, b1, t);" if same else ""}
+  {f"if (io & ZD_OUT_PADDED) for (int t = t0; t < t0 + {per_item}; ++t) zero_padding(yn, b0, b1, t);" if same else ""}
 }}
 
 static void run(const float* x, const float* res, float* y, int batch, int threads, int io) {{

@@ -33,7 +33,7 @@ _PREFERENCES = {
 # f4v3c64d 1.00-1.06x of f6v2c0 on 256@14 by median, fastest runs 3-20% faster on 512@7 but medians 10-20% slower
 # (noisy); f6v2c128d, f6v2c0d, f5v2c128d no better, f8v1c128d 0.4-0.6x. One candidate, the tuner decides.
 _DIRECT_PREFERENCES = {"avx512": [(6, 4, 128), (4, 4, 64)], "avx2": [(4, 3, 64)], "portable": []}
-_DIRECT_MAX_OUTPUTS = 14 * 14
+DIRECT_MAX_OUTPUTS = 14 * 14
 # 5x5 / 7x7 convs (the ResNet-18 stem, 3->64 7x7 stride 2, dense): every op feeds every filter of a block, so
 # wide direct tiles. Session 6 (AMD EPYC, AVX-512, 1 thread, interleaved): f4v6c0d / f6v4c0d 0.89x / 0.94x of
 # f6v4c0's time, f8v3c0 1.09x, f4v4c0 1.49x (docs/benchmarks/kernels.md). avx2 (Zen 3, session 8, 1 thread,
@@ -57,7 +57,7 @@ def candidate_tiles(spec: ConvSpec, isa: str) -> list[TileConfig]:
     preferences = [(p, False) for p in _PREFERENCES[isa]]
     if spec.kernel_size > 3 and _LARGE_KERNEL_PREFERENCES[isa]:
         preferences = _LARGE_KERNEL_PREFERENCES[isa]
-    elif spec.stride == 1 and spec.out_height * spec.out_width <= _DIRECT_MAX_OUTPUTS:
+    elif spec.stride == 1 and spec.out_height * spec.out_width <= DIRECT_MAX_OUTPUTS:
         preferences += [(p, True) for p in _DIRECT_PREFERENCES[isa]]
     out: list[TileConfig] = []
     for (filters, vectors, chunk, *max_channels), direct in preferences:
