@@ -124,9 +124,7 @@ class _BNStatLoss:
 
     def _hook(self, weight: float):
         def hook(mod, inputs, output):
-            x = inputs[0]
-            mean = x.mean((0, 2, 3))
-            var = x.var((0, 2, 3), unbiased=False)
+            mean, var = channel_mean_var(inputs[0])
             self.terms.append(weight * (torch.norm(mean - mod.running_mean, 2) + torch.norm(var - mod.running_var, 2)))
         return hook
 
@@ -138,6 +136,16 @@ class _BNStatLoss:
     def close(self):
         for h in self.handles:
             h.remove()
+
+
+def channel_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and biased variance of an N x C x H x W batch, as E[x^2] - E[x]^2 from per-image sums:
+    with the backward pass, 2.6x faster than x.var((0, 2, 3)) on CPU (a strided reduction), and the inversion
+    step of a ResNet-56 batch ~17% faster (1 thread; docs/benchmarks/engine.md, session 9). The activations are
+    O(1), so the cancellation costs float32 nothing that matters (max difference 2e-7)."""
+    n = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = x.sum((2, 3)).sum(0) / n
+    return mean, (x * x).sum((2, 3)).sum(0) / n - mean * mean
 
 
 def _tv(x: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,8 @@ from tests.worker.engine.engine_models import NoBatchNorm, seeded
 from worker.engine.compress import inversion_settings
 from worker.engine.config import CompressionConfig
 from worker.engine.errors import InvalidConfigError
-from worker.engine.synthetic import InversionSettings, _BNStatLoss, model_fingerprint, spectral_noise, synthesize_inputs
+from worker.engine.synthetic import (InversionSettings, _BNStatLoss, channel_mean_var, model_fingerprint,
+                                    spectral_noise, synthesize_inputs)
 from worker.progress import NullProgress, RecordingProgress
 
 FAST = InversionSettings(batch=8)
@@ -121,3 +122,15 @@ def test_noise_decay_changes_the_images_and_the_cache_key(tmp_path):
 def test_noise_decay_is_validated(value):
     with pytest.raises(InvalidConfigError, match="noise_decay"):
         inversion_settings(CompressionConfig(extra={"inversion": {"noise_decay": value}}))
+
+
+def test_channel_mean_var_matches_torch_in_value_and_gradient():
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(5, 4, 6, 7, generator=g) * 2 + 1).requires_grad_(True)
+    weights = torch.randn(4, generator=g)
+    mean, var = channel_mean_var(x)
+    ref_var, ref_mean = torch.var_mean(x, (0, 2, 3), unbiased=False)
+    assert torch.allclose(mean, ref_mean, atol=1e-5) and torch.allclose(var, ref_var, atol=1e-5)
+    grad, = torch.autograd.grad((weights * (mean + var)).sum(), x)
+    ref_grad, = torch.autograd.grad((weights * (ref_mean + ref_var)).sum(), x)
+    assert torch.allclose(grad, ref_grad, atol=1e-5)
