@@ -6,6 +6,7 @@ from importlib import resources
 import numpy as np
 
 from kernels.blocking import BlockedOps, block_ops
+from kernels.build import LAYER_MARK
 from kernels.errors import UnsupportedConv
 from kernels.format import CompactConv
 from kernels.geometry import Geometry, geometry, padded_layout_len, same_padded
@@ -322,6 +323,5 @@ def generate_source(layers: list[tuple[ConvSpec, CompactConv, TileConfig]], isa:
     names = [spec.name for spec, _, _ in layers]
     if len(set(names)) != len(names):
         raise UnsupportedConv(f"layer names must be unique in one library: {names}")
-    parts = [f"// isa: {isa}\n", prelude(isa)]
-    parts += [layer_source(spec, conv, tile, isa) for spec, conv, tile in layers]
-    return "\n".join(parts)
+    head = "\n".join([f"// isa: {isa}\n", prelude(isa)])
+    return LAYER_MARK.join([head] + [layer_source(spec, conv, tile, isa) for spec, conv, tile in layers])

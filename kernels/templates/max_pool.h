@@ -80,7 +80,8 @@ static void zd_max_pool_item(void* vctx, int item) {
 
 // y[n, c, Ho, Wo] = max over each k x k window of x (relu'd when relu != 0); planes = n * c. out_len > 0: y in
 // the padded layout instead: out_len floats per plane, the (Ho + 2) x (Wo + 2) plane from out_lead on.
-extern "C" void zd_max_pool2d_io(const float* x, float* y, int planes, int H, int W, int k, int s, int p, int relu,
+// weak: a library built from several translation units carries this prelude in each (kernels/build.py).
+extern "C" __attribute__((weak)) void zd_max_pool2d_io(const float* x, float* y, int planes, int H, int W, int k, int s, int p, int relu,
                                  int threads, int out_len, int out_lead) {
   if (!x || !y || planes <= 0 || k < 1 || s < 1 || p < 0 || 2 * p > k || H + 2 * p < k || W + 2 * p < k) return;
   if (threads < 1) threads = 1;
@@ -91,7 +92,7 @@ extern "C" void zd_max_pool2d_io(const float* x, float* y, int planes, int H, in
   zd_parallel(threads, (planes + ctx.per_item - 1) / ctx.per_item, zd_max_pool_item, &ctx);
 }
 
-extern "C" void zd_max_pool2d(const float* x, float* y, int planes, int H, int W, int k, int s, int p, int relu,
+extern "C" __attribute__((weak)) void zd_max_pool2d(const float* x, float* y, int planes, int H, int W, int k, int s, int p, int relu,
                               int threads) {
   zd_max_pool2d_io(x, y, planes, H, W, k, s, p, relu, threads, 0, 0);
 }

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from kernels.build import build_library, cache_key, compiler_flags
+from kernels.build import LAYER_MARK, build_library, cache_key, compiler_flags, translation_units
 from kernels.errors import KernelBuildError
 from kernels.isa import runnable_isas
 
@@ -76,3 +76,34 @@ def test_concurrent_reader_never_sees_partial_library(tmp_path):
     with open(path, "rb") as f:
         assert f.read(4) == b"\x7fELF"
     assert os.access(path, os.R_OK)
+
+
+def test_translation_units_keep_the_prelude_and_every_layer_once():
+    layers = [f'extern "C" int zd_l{i}(void) {{ return {i}; }}\n' + "//" + "x" * (100 * i) for i in range(7)]
+    source = LAYER_MARK.join(["// prelude\n"] + layers)
+    assert translation_units(source, 1) == [source]                      # one CPU: one unit
+    assert translation_units(source, 4) == [source]                      # under UNIT_BYTES per unit: one unit
+    units = translation_units(source, 3, unit_bytes=1)
+    assert len(units) == 3
+    assert all(unit.startswith("// prelude\n") for unit in units)
+    assert sorted(layer for unit in units for layer in unit.split(LAYER_MARK)[1:]) == sorted(layers)
+
+
+def test_error_in_one_unit_of_a_split_build_carries_stderr(tmp_path, monkeypatch):
+    import kernels.build as build
+    monkeypatch.setattr(build, "UNIT_BYTES", 1)
+    monkeypatch.setattr(build, "_usable_cpus", lambda: 2)
+    source = LAYER_MARK.join(["// prelude\n", SOURCE, 'extern "C" int broken( { return undefined_name; }\n'])
+    with pytest.raises(KernelBuildError) as info:
+        build_library(source, isa="portable", cache_dir=tmp_path)
+    assert "undefined_name" in info.value.stderr
+    assert not any(p.suffix == ".so" for p in tmp_path.iterdir())
+
+
+def test_split_build_links_every_unit(tmp_path, monkeypatch):
+    import kernels.build as build
+    monkeypatch.setattr(build, "UNIT_BYTES", 1)
+    monkeypatch.setattr(build, "_usable_cpus", lambda: 2)
+    source = LAYER_MARK.join(["// prelude\n", SOURCE, SOURCE.replace("answer", "other").replace("42", "7")])
+    library = ctypes.CDLL(str(build_library(source, isa="portable", cache_dir=tmp_path)))
+    assert (library.zd_answer(), library.zd_other()) == (42, 7)

@@ -2,12 +2,14 @@
 
 One library per ISA holds all layers, so the whole file compiles three times at most.
 """
+import ctypes
 import dataclasses
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from kernels import build
 from kernels.build import build_library
 from kernels.codegen import generate_source
 from kernels.conv_op import CompiledConv
@@ -304,3 +306,22 @@ def test_avx2_direct_tiles_on_small_maps_take_every_tile_in_one_item():
     assert "n = nt_ / 1," in inner and "t < t0 + 14;" in inner  # 14 rows of 16 floats, 16-float tiles
     for isa, tile in (("avx512", TileConfig(4, 2, 5, direct=True)), ("avx2", TileConfig(4, 2, 5))):
         assert "t < t0 + 1;" in generate_source([(spec, compact, tile)], isa)
+
+
+def test_library_split_into_parallel_units_matches_conv2d(tmp_path, monkeypatch):
+    """A big library is compiled as several units in parallel and linked: every layer (and the prelude's weak
+    pooling symbol, present in each unit) still resolves and computes the same result."""
+    monkeypatch.setattr(build, "UNIT_BYTES", 1)
+    monkeypatch.setattr(build, "_usable_cpus", lambda: 3)
+    isa = runnable_isas()[0]
+    layers = LAYERS[:5]
+    source = generate_source([(s, _compact(s, w, b), t) for s, w, b, t in layers], isa)
+    assert len(build.translation_units(source, 3)) == 3
+    path = build_library(source, isa=isa, cache_dir=tmp_path)
+    assert ctypes.CDLL(str(path)).zd_max_pool2d
+    for index, (spec, weight, bias, _) in enumerate(layers):
+        gen = torch.Generator().manual_seed(index)
+        x = torch.randn(2, spec.in_channels, spec.height, spec.width, generator=gen)
+        residual = torch.randn(2, spec.out_channels, spec.out_height, spec.out_width, generator=gen) if spec.residual else None
+        torch.testing.assert_close(CompiledConv(path, spec)(x, residual), reference(spec, weight, bias, x, residual),
+                                   rtol=1e-4, atol=1e-4, msg=spec.name)
