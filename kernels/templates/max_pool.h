@@ -81,8 +81,9 @@ static void zd_max_pool_item(void* vctx, int item) {
 // y[n, c, Ho, Wo] = max over each k x k window of x (relu'd when relu != 0); planes = n * c. out_len > 0: y in
 // the padded layout instead: out_len floats per plane, the (Ho + 2) x (Wo + 2) plane from out_lead on.
 // weak: a library built from several translation units carries this prelude in each (kernels/build.py).
-extern "C" __attribute__((weak)) void zd_max_pool2d_io(const float* x, float* y, int planes, int H, int W, int k, int s, int p, int relu,
-                                 int threads, int out_len, int out_lead) {
+extern "C" __attribute__((weak)) void zd_max_pool2d_io(const float* x, float* y, int planes, int H, int W, int k,
+                                                       int s, int p, int relu, int threads, int out_len,
+                                                       int out_lead) {
   if (!x || !y || planes <= 0 || k < 1 || s < 1 || p < 0 || 2 * p > k || H + 2 * p < k || W + 2 * p < k) return;
   if (threads < 1) threads = 1;
   zd_pool_ctx ctx{x, y, planes, H, W, k, s, p, (H + 2 * p - k) / s + 1, (W + 2 * p - k) / s + 1, relu, 0, out_len,
