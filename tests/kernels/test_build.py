@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from kernels import build
 from kernels.build import LAYER_MARK, build_library, cache_key, compiler_flags, translation_units
 from kernels.errors import KernelBuildError
 from kernels.isa import runnable_isas
@@ -89,21 +90,24 @@ def test_translation_units_keep_the_prelude_and_every_layer_once():
     assert sorted(layer for unit in units for layer in unit.split(LAYER_MARK)[1:]) == sorted(layers)
 
 
-def test_error_in_one_unit_of_a_split_build_carries_stderr(tmp_path, monkeypatch):
-    import kernels.build as build
+@pytest.fixture
+def split_builds(monkeypatch):
+    """Every multi-layer source is split into two units, however small."""
     monkeypatch.setattr(build, "UNIT_BYTES", 1)
     monkeypatch.setattr(build, "_usable_cpus", lambda: 2)
+
+
+def test_error_in_one_unit_of_a_split_build_carries_stderr(tmp_path, split_builds):
     source = LAYER_MARK.join(["// prelude\n", SOURCE, 'extern "C" int broken( { return undefined_name; }\n'])
+    assert len(translation_units(source, 2)) == 2
     with pytest.raises(KernelBuildError) as info:
         build_library(source, isa="portable", cache_dir=tmp_path)
     assert "undefined_name" in info.value.stderr
     assert not any(p.suffix == ".so" for p in tmp_path.iterdir())
 
 
-def test_split_build_links_every_unit(tmp_path, monkeypatch):
-    import kernels.build as build
-    monkeypatch.setattr(build, "UNIT_BYTES", 1)
-    monkeypatch.setattr(build, "_usable_cpus", lambda: 2)
+def test_split_build_links_every_unit(tmp_path, split_builds):
     source = LAYER_MARK.join(["// prelude\n", SOURCE, SOURCE.replace("answer", "other").replace("42", "7")])
+    assert len(translation_units(source, 2)) == 2
     library = ctypes.CDLL(str(build_library(source, isa="portable", cache_dir=tmp_path)))
     assert (library.zd_answer(), library.zd_other()) == (42, 7)
