@@ -69,7 +69,20 @@ def validate_model(loaded: LoadedModel, input_shape: tuple[int, ...], config: Co
     if not any(layer.kind in prunable for layer in layers):
         kinds = sorted({layer.kind for layer in layers}) or ["none"]
         raise UnsupportedModelError(f"the model has no prunable 3x3 convolutions (groups=1) besides the first "
-                                    f"layer, so pattern pruning has nothing to do (layer kinds found: {', '.join(kinds)})")
+                                    f"layer, so pattern pruning has nothing to do (layer kinds found: {', '.join(kinds)})"
+                                    + _opt_in_hint(kinds))
+
+
+def _opt_in_hint(kinds: list[str]) -> str:
+    """Name the options that would give the job something to prune (e.g. a MobileNet: depthwise 3x3 only)."""
+    options = [option for kind, option in ((DEPTHWISE, "prune_depthwise=true"), (FIRST_CONV, "prune_first_conv=true"),
+                                           (CONV1X1, "linear_sparsity=2:4"), (LINEAR, "linear_sparsity=2:4"))
+               if kind in kinds]
+    options = list(dict.fromkeys(options))
+    if not options:
+        return ""
+    return ("; those layers stay dense by default, to prune them set " + " or ".join(options)
+            + " (CLI: " + " ".join(f"--set {option}" for option in options) + ")")
 
 
 def _number(name: str, value) -> None:
