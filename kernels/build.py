@@ -21,7 +21,7 @@ MAX_SOURCE_BYTES = 512 << 20
 LAYER_MARK = "\n// zd:layer\n"
 UNIT_BYTES = 1 << 20
 
-__all__ = ["KernelBuildError", "build_library", "compiler_flags", "compiler_version"]
+__all__ = ["KernelBuildError", "build_libraries", "build_library", "compiler_flags", "compiler_version"]
 
 
 def compiler_flags(isa: str) -> list[str]:
@@ -71,7 +71,7 @@ def build_library(source: str, *, isa: str, cache_dir: Path, compiler: str | Non
         return target
     with tempfile.TemporaryDirectory(prefix="zd_build_", dir=cache_dir) as tmp:
         out = Path(tmp) / "kernels.so"
-        units = translation_units(source, _usable_cpus())
+        units = translation_units(source, usable_cpus())
         if len(units) == 1:
             _run_compiler(cxx, [*flags, _write(Path(tmp) / "kernels.cpp", source), "-o", str(out)])
         else:
@@ -81,6 +81,14 @@ def build_library(source: str, *, isa: str, cache_dir: Path, compiler: str | Non
         # Same directory, so the rename is atomic: readers see the whole library or none.
         os.replace(out, target)
     return target
+
+
+def build_libraries(sources: list[str], *, isa: str, cache_dir: Path, compiler: str | None = None) -> list[Path]:
+    """build_library for each source, one compiler process per usable CPU at a time (the tuner's candidate
+    libraries are small single units: built one after another they left all but one core idle)."""
+    with ThreadPoolExecutor(max(1, min(len(sources), usable_cpus()))) as pool:
+        return list(pool.map(lambda source: build_library(source, isa=isa, cache_dir=cache_dir, compiler=compiler),
+                             sources))
 
 
 def translation_units(source: str, cpus: int, unit_bytes: int | None = None) -> list[str]:
@@ -110,7 +118,7 @@ def _compile_and_link(cxx: str, flags: list[str], units: list[str], tmp: Path, o
     _run_compiler(cxx, [*flags, *objects, "-o", str(out)])
 
 
-def _usable_cpus() -> int:
+def usable_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

@@ -98,6 +98,13 @@ class _Compiler:
     def build(self, layers: list[tuple]) -> Path:
         return self.build_library(self.generate_source(layers, self.isa), isa=self.isa, cache_dir=self.cache_dir)
 
+    def build_candidates(self, layers: list[tuple]) -> list[Path]:
+        """For each (spec, compact), the library of all its candidate tiles; built side by side."""
+        from kernels.build import build_libraries
+        sources = [self.generate_source([(s, compact, t) for s, t in self.variants(spec)], self.isa)
+                   for spec, compact in layers]
+        return build_libraries(sources, isa=self.isa, cache_dir=self.cache_dir)
+
     def prepare(self, site: ConvSite, symbol: str, inputs, batch: int) -> tuple[dict, tuple | None]:
         """Manifest entry for one conv, plus (spec, compact) when the generator can take it."""
         from kernels.format import compact_conv
@@ -180,11 +187,17 @@ def _shape_class(spec: ConvSpec, compact, pointwise: bool) -> tuple:
 
 def _tune_layers(compiler: _Compiler, prepared: list[tuple], inputs, check_batches, progress) -> list[LayerChoice]:
     """One LayerChoice per prepared layer. The first layer of each shape class times every candidate (one
-    library each); the rest of the class then time that class's tile against dense, all of them built into one
-    library (one compiler run: its fixed cost was most of a small layer's compile time)."""
+    library each, all built side by side up front); the rest of the class then time that class's tile against
+    dense, all of them built into one library (one compiler run: its fixed cost was most of a small layer's
+    compile time)."""
     choices: list[LayerChoice | None] = [None] * len(prepared)
     tuned_on: dict[tuple, tuple[str, object]] = {}  # shape class -> (layer that was tuned, its fastest tile)
     later = []
+    firsts: dict[tuple, int] = {}
+    for index, (site, _, spec, compact) in enumerate(prepared):
+        firsts.setdefault(_shape_class(spec, compact, site.pointwise), index)
+    progress.update("compile", 0, len(prepared) + 2, f"building candidate kernels of {len(firsts)} layer shapes")
+    prebuilt = dict(zip(firsts.values(), compiler.build_candidates([prepared[i][2:] for i in firsts.values()])))
     for index, (site, entry, spec, compact) in enumerate(prepared):
         key = _shape_class(spec, compact, site.pointwise)
         if key in tuned_on:
@@ -193,7 +206,7 @@ def _tune_layers(compiler: _Compiler, prepared: list[tuple], inputs, check_batch
         progress.check_cancelled()
         progress.update("compile", index - len(later), len(prepared) + 2, f"tuning {site.layer}")
         x, residual = inputs[site.layer]
-        choices[index] = compiler.tune(site, spec, compact, x, residual, check_batches)
+        choices[index] = compiler.tune(site, spec, compact, x, residual, check_batches, library=prebuilt.get(index))
         if choices[index].tile is not None:
             tuned_on[key] = (site.layer, choices[index].tile)
     if later:

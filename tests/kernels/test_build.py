@@ -6,7 +6,7 @@ import time
 import pytest
 
 from kernels import build
-from kernels.build import LAYER_MARK, build_library, cache_key, compiler_flags, translation_units
+from kernels.build import LAYER_MARK, build_libraries, build_library, cache_key, compiler_flags, translation_units
 from kernels.errors import KernelBuildError
 from kernels.isa import runnable_isas
 
@@ -23,6 +23,15 @@ def test_builds_loads_and_hits_cache(tmp_path):
     assert second == first
     assert second.stat().st_mtime_ns == stamp          # not rebuilt
     assert [p.name for p in tmp_path.iterdir()] == [first.name]   # no temp files left behind
+
+
+def test_builds_several_libraries_side_by_side_in_order(tmp_path):
+    sources = [SOURCE.replace("42", str(answer)) for answer in (1, 2, 3)]
+    paths = build_libraries(sources, isa="portable", cache_dir=tmp_path)
+    assert [ctypes.CDLL(str(p)).zd_answer() for p in paths] == [1, 2, 3]
+    with pytest.raises(KernelBuildError) as info:
+        build_libraries([SOURCE, 'extern "C" int broken( {\n'], isa="portable", cache_dir=tmp_path)
+    assert "error" in info.value.stderr
 
 
 def test_key_depends_on_source_flags_and_compiler(tmp_path):
@@ -94,7 +103,7 @@ def test_translation_units_keep_the_prelude_and_every_layer_once():
 def split_builds(monkeypatch):
     """Every multi-layer source is split into two units, however small."""
     monkeypatch.setattr(build, "UNIT_BYTES", 1)
-    monkeypatch.setattr(build, "_usable_cpus", lambda: 2)
+    monkeypatch.setattr(build, "usable_cpus", lambda: 2)
 
 
 def test_error_in_one_unit_of_a_split_build_carries_stderr(tmp_path, split_builds):

@@ -312,7 +312,7 @@ def test_library_split_into_parallel_units_matches_conv2d(tmp_path, monkeypatch)
     """A big library is compiled as several units in parallel and linked: every layer (and the prelude's weak
     pooling symbol, present in each unit) still resolves and computes the same result."""
     monkeypatch.setattr(build, "UNIT_BYTES", 1)
-    monkeypatch.setattr(build, "_usable_cpus", lambda: 3)
+    monkeypatch.setattr(build, "usable_cpus", lambda: 3)
     isa = runnable_isas()[0]
     layers = LAYERS[:5]
     source = generate_source([(s, _compact(s, w, b), t) for s, w, b, t in layers], isa)
