@@ -108,6 +108,8 @@ def connectivity_rates(teacher: nn.Module, three: list[PrunableLayer], layers: l
     "weights" of all these kernels, the globally cheapest; with "flops" of these layers' FLOPs, the kernels that
     cost the least per FLOP they save (so large-map layers, where a kernel is worth more FLOPs, give up more).
     Above MAX_RATE no layer could give up more than its share, so the rate is applied uniformly."""
+    if not three:  # e.g. a MobileNet with prune_depthwise: only depthwise layers, which get a uniform rate
+        return {}
     uniform = config.connectivity_allocation == "uniform" or config.connectivity > MAX_RATE
     if config.target_compression is None and (config.connectivity == 0 or uniform):
         return {l.name: float(config.connectivity) for l in three}

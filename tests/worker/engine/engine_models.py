@@ -1,4 +1,5 @@
-"""Small models for the engine tests beyond tests.tiny_models: one without BatchNorm, one without 3x3 convs."""
+"""Small models for the engine tests beyond tests.tiny_models: one without BatchNorm, one without 3x3 convs, two with
+depthwise convs."""
 import torch
 from torch import nn
 
@@ -77,3 +78,23 @@ def half_masked_student(seed: int):
     with torch.no_grad():
         student.layer1.conv1.weight.mul_(mask)
     return teacher, student, mask
+
+
+class DepthwiseOnly(nn.Module):
+    """A MobileNet in miniature: besides the stem, depthwise 3x3 and 1x1 convs only (no dense 3x3 to prune)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn0 = nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.pw = nn.Conv2d(8, 8, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn0(self.stem(x)))
+        x = torch.relu(self.bn1(self.dw(x)))
+        x = torch.relu(self.bn2(self.pw(x)))
+        return self.head(x.mean((2, 3)))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.tiny_models import INPUT_SHAPE, tiny_resnet
-from tests.worker.engine.engine_models import Depthwise, NoBatchNorm, NoConv3x3, seeded
+from tests.worker.engine.engine_models import Depthwise, DepthwiseOnly, NoBatchNorm, NoConv3x3, seeded
 from worker.engine.compress import HOLDOUT_CLASS_WEIGHT, compress_module
 from worker.engine.config import AUTO_RECOVERY_STEPS, CompressionConfig, effective_recovery_steps
 from worker.engine.errors import InvalidConfigError, UnsupportedModelError
@@ -161,6 +161,16 @@ def test_depthwise_option(tmp_path):
     w = result.module.dw.weight.detach().reshape(8, 9)
     assert ((w != 0).sum(1) <= 4).all() and int(((w != 0).sum(1) == 0).sum()) == 2
     json.dumps(result.report, allow_nan=False)
+
+
+@pytest.mark.parametrize("allocation", ["flops", "weights"])
+def test_connectivity_on_a_model_with_only_depthwise_layers_to_prune(tmp_path, allocation):
+    # a MobileNetV2 with prune_depthwise and --connectivity 0.5 crashed in the global kernel ranking (no dense 3x3)
+    result, _ = _run(tmp_path, model=seeded(DepthwiseOnly), prune_depthwise=True, connectivity=0.5,
+                     connectivity_allocation=allocation)
+    layers = {l["name"]: l for l in result.report["layers"]}
+    assert layers["dw"]["pruned"] and layers["dw"]["connectivity"] == 0.5 and not layers["stem"]["pruned"]
+    assert int(((result.module.dw.weight.detach().reshape(8, 9) != 0).sum(1) == 0).sum()) == 4
 
 
 class _CancelAfter(RecordingProgress):

@@ -11,6 +11,7 @@ from torch import nn
 
 from tests.hostile_models import CreatesMarker, pt2_with_pickled_weight, torch_save_zip
 from tests.tiny_models import INPUT_SHAPE, export_pt2, export_torchscript, tiny_resnet
+from tests.worker.engine.engine_models import DepthwiseOnly, seeded
 from worker.engine import archive_safety
 from worker.engine.artifacts import OutputExistsError
 from worker.engine.config import CompressionConfig
@@ -155,22 +156,8 @@ def test_non_empty_output_folder_needs_force(tiny_pt2, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folders left beside it
 
 
-class DepthwiseOnly(nn.Module):
-    """A MobileNet in miniature: the stem is the only dense 3x3, the rest depthwise 3x3 + 1x1."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Conv2d(3, 8, 3, padding=1)
-        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
-        self.pw = nn.Conv2d(8, 8, 1)
-        self.head = nn.Linear(8, 4)
-
-    def forward(self, x):
-        return self.head(self.pw(self.dw(torch.relu(self.stem(x)))).mean((2, 3)))
-
-
 def test_depthwise_only_model_names_the_options_that_would_prune_it(tmp_path):
-    path = export_pt2(DepthwiseOnly().eval(), tmp_path / "mobile.pt2")
+    path = export_pt2(seeded(DepthwiseOnly), tmp_path / "mobile.pt2")
     with pytest.raises(UnsupportedModelError, match=r"no prunable 3x3.*set prune_depthwise=true or "
                                                     r"prune_first_conv=true or linear_sparsity=2:4"):
         run(path, tmp_path / "out")
