@@ -43,7 +43,10 @@ def execution_order(model: nn.Module, example: torch.Tensor) -> list[PrunableLay
     named = {m: n for n, m in model.named_modules()}
     calls: list[tuple[str, nn.Module, torch.Tensor]] = []
     bn_of: dict[str, str] = {}
-    last_out: dict[int, str] = {}
+    # id -> (conv name, the output itself): holding the tensor keeps its id from being reused by a later tensor
+    # once the model frees it (an imported ONNX graph frees values early: a pre-activation ResNet's BN got the
+    # wrong conv's scale and --connectivity crashed)
+    last_out: dict[int, tuple[str, torch.Tensor]] = {}
     handles = []
 
     def hook(mod, inputs, output):
@@ -52,9 +55,11 @@ def execution_order(model: nn.Module, example: torch.Tensor) -> list[PrunableLay
             if name not in [c[0] for c in calls]:
                 channels = output.shape[-1] if isinstance(mod, nn.Linear) else output.shape[1]
                 calls.append((name, mod, output[0].numel() // channels))
-            last_out[id(output)] = name
+            last_out[id(output)] = (name, output)
         elif isinstance(mod, nn.BatchNorm2d) and inputs and id(inputs[0]) in last_out:
-            bn_of.setdefault(last_out[id(inputs[0])], name)
+            producer, tensor = last_out[id(inputs[0])]
+            if tensor is inputs[0]:
+                bn_of.setdefault(producer, name)
 
     for mod in model.modules():
         if isinstance(mod, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
