@@ -56,6 +56,13 @@ class CompressionResult:
     config: CompressionConfig  # as run: automatic choices (synthetic_samples) resolved, for the report
 
 
+# Noise inputs say little about real ones: a VGG exported to ONNX with its BatchNorms folded (gaussian inputs) read
+# 0.969 agreement here against 0.609 on real images (docs/benchmarks/engine.md, session 10 zoo).
+GAUSSIAN_FIDELITY_WARNING = ("fidelity was measured on gaussian-noise inputs (no BatchNorm statistics to invert), "
+                             "on which the pruned model agrees with the original far more often than on real data: "
+                             "do not trust or gate on this agreement; check accuracy on your own data")
+
+
 def validate_config(config: CompressionConfig, input_shape: tuple[int, ...]) -> None:
     candidate_patterns(config.entries)
     if not isinstance(config.library_size, int) or config.library_size < 1:
@@ -251,6 +258,8 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
     t = time.monotonic()
     progress.update("fidelity", 0, 1, f"{len(held)} held-out synthetic inputs")
     fidelity = measure_fidelity(teacher, student, held, [l.name for l in pruned])
+    if holdout.info["mode"] == "gaussian":
+        fidelity["warning"] = GAUSSIAN_FIDELITY_WARNING
     seconds["fidelity"] = time.monotonic() - t
     progress.update("fidelity", 1, 1, "done")
 

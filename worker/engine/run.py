@@ -64,6 +64,8 @@ def build_report(loaded: LoadedModel, model_path: Path, input_shape, config: Com
     fallback = (result.report.get("synthetic") or {}).get("fallback")
     if fallback:
         warnings.append(str(fallback))
+    if result.fidelity.get("warning"):
+        warnings.append(str(result.fidelity["warning"]))
     return {
         "zerodata_version": _version(),
         "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -13,6 +13,7 @@ import torch
 from onnx import numpy_helper
 
 from tests.tiny_models import INPUT_SHAPE, export_onnx, export_pt2, export_torchscript, tiny_resnet
+from tests.worker.engine.engine_models import NoBatchNorm, seeded
 from worker.engine.artifacts import read_masks
 from worker.engine.config import CompressionConfig
 from worker.engine.run import compress_file
@@ -65,6 +66,17 @@ def test_report_follows_the_schema(pt2_run):
     assert {"pattern_library", "layers"} <= set(report["compression"])
     assert "top1_agreement" in report["fidelity"]
     assert report["sizes"]["model_bytes_after"] > 0 and report["sizes"]["masks_bytes"] > 0
+    assert "warning" not in report["fidelity"]  # inverted from BatchNorm statistics: no noise-input caveat
+
+
+def test_fidelity_on_noise_inputs_says_it_cannot_be_trusted(tmp_path):
+    # a model without BatchNorm (e.g. an ONNX export with BN folded) gets gaussian inputs, on which a VGG's
+    # agreement read 0.969 against 0.609 on real images: the report must not present that as fidelity
+    model = export_pt2(seeded(NoBatchNorm), tmp_path / "nobn.pt2")
+    report = compress_file(model, tmp_path / "out", small_config(), RecordingProgress())
+    assert report["compression"]["fidelity_inputs"]["mode"] == "gaussian"
+    assert "gaussian-noise inputs" in report["fidelity"]["warning"]
+    assert any("do not trust or gate on this agreement" in w for w in report["warnings"])
 
 
 def test_saved_model_loads_with_stock_torch_and_carries_the_masks(pt2_run):
