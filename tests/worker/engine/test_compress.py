@@ -6,7 +6,7 @@ import torch
 
 from tests.tiny_models import INPUT_SHAPE, tiny_resnet
 from tests.worker.engine.engine_models import Depthwise, DepthwiseOnly, NoBatchNorm, NoConv3x3, seeded
-from worker.engine.compress import HOLDOUT_CLASS_WEIGHT, compress_module
+from worker.engine.compress import HOLDOUT_CLASS_WEIGHT, HOLDOUT_STEP_FRACTION, compress_module
 from worker.engine.config import AUTO_RECOVERY_STEPS, CompressionConfig, effective_recovery_steps
 from worker.engine.errors import InvalidConfigError, UnsupportedModelError
 from worker.engine.patterns import pattern_masks
@@ -63,6 +63,7 @@ def test_structure_is_exact_and_reported(tmp_path, connectivity):
     # held-out inputs are synthesised to be classified confidently, like real data; training inputs are not
     assert rep["fidelity_inputs"]["class_weight"] == HOLDOUT_CLASS_WEIGHT > rep["synthetic"]["class_weight"]
     assert rep["fidelity_inputs"]["seed"] != rep["synthetic"]["seed"]
+    assert rep["fidelity_inputs"]["steps"] == math.ceil(FAST["synthetic_steps"] * HOLDOUT_STEP_FRACTION) < FAST["synthetic_steps"]
     assert {l["name"] for l in fid["layers"]} == {l["name"] for l in conv3}
     assert {e[1] for e in progress.events} >= {"synthesize", "prune", "recover", "fidelity"}
     json.dumps(rep, allow_nan=False)  # the report section must be strict JSON
@@ -144,7 +145,7 @@ def test_bad_models_and_shapes(tmp_path):
     ({"inversion": {"batch": 2.5}}, "batch"), ({"inversion": {"lr": float("nan")}}, "lr"),
     ({"inversion": {"lr": "1e-3"}}, "lr"), ({"inversion": ["batch"]}, "mapping"), ({"method": "rm -rf"}, "method"), ({"bn_correction": "yes"}, "bn_correction"),
     ({"residual_targets": 1}, "residual_targets"), ({"mask_selection": "largest"}, "mask_selection"),
-    ({"distill_features": "both"}, "distill_features"),
+    ({"distill_features": "both"}, "distill_features"), ({"depthwise_refit": "no"}, "depthwise_refit"),
 ])
 def test_hostile_extra_settings_are_refused(tmp_path, extra, match):
     with pytest.raises(InvalidConfigError, match=match):
