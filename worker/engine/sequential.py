@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from worker.engine.admm import PruneResult, admm_prune, magnitude_prune, objective, solve_masked
+from worker.engine.depthwise_refit import depthwise_stats, fits_patches, refit_depthwise
 from worker.engine.layer_stats import LayerStats, accumulate
 from worker.engine.layers import CONV1X1, CONV3X3, DEPTHWISE, FIRST_CONV, LINEAR, PrunableLayer
 from worker.engine.residual_targets import ResidualTarget, bn_slope, shortcut_node
@@ -67,7 +68,7 @@ def prune_sequentially(student: nn.Module, teacher: nn.Module, layers: list[Prun
         bn = s_modules.get(layer.bn_name) if layer.bn_name else None
         scale = bn_scale(bn, w0.shape[0])
         if plan.method == "magnitude-only" or layer.kind == DEPTHWISE:
-            st = None  # depthwise: one input channel per kernel, projection only (no refit yet)
+            st = None  # depthwise: one input channel per kernel, its own per-channel fit (depthwise_refit.py)
         else:
             shift = None
             if plan.residual_targets:
@@ -75,7 +76,12 @@ def prune_sequentially(student: nn.Module, teacher: nn.Module, layers: list[Prun
                 if node is not None:
                     shift = ResidualTarget(student, teacher, node.name, bn_slope(bn, w0.shape[0]))
             st = accumulate(student, s_layer, teacher, t_layer, images, plan.batch, target_shift=shift)
-        if layer.kind == DEPTHWISE:
+        if layer.kind == DEPTHWISE and plan.method != "magnitude-only" and config.extra.get("depthwise_refit", True) \
+                and fits_patches(s_layer):
+            grams = depthwise_stats(student, s_layer, teacher, t_layer, images, plan.batch)
+            res = refit_depthwise(w0, *grams, plan.library_masks, plan.rates.get(layer.name, 0.0), scale,
+                                  ridge=plan.ridge)
+        elif layer.kind == DEPTHWISE:
             res = magnitude_prune(w0, None, plan.library_masks, plan.rates.get(layer.name, 0.0), scale, refit=False)
         elif layer.kind in (CONV3X3, FIRST_CONV):
             rate = plan.rates.get(layer.name, 0.0)
