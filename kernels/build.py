@@ -11,13 +11,15 @@ from pathlib import Path
 
 from kernels.errors import KernelBuildError
 from kernels.isa import ISA_FLAGS, check_isa, find_compiler
+from kernels.unit_cache import UnitCache
 
 BASE_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fno-math-errno", "-fno-strict-aliasing"]
 COMPILE_TIMEOUT_S = 1800
 MAX_SOURCE_BYTES = 512 << 20
 # Generated sources put this line between the shared prelude and each layer, so a big library can be compiled as
-# several translation units in parallel (a whole ResNet-56 library is ~6 MB and took ~30 s in one g++ run). Each
-# unit repeats the prelude (~2 s of g++ time), so only sources of at least UNIT_BYTES per unit are split.
+# several translation units in parallel (a whole ResNet-56 library is ~6 MB and took ~30 s in one g++ run), and
+# a later, bigger source links the units it contains instead of compiling them again (unit_cache.py). Each unit
+# repeats the prelude (~2 s of g++ time), so only sources of at least UNIT_BYTES per unit are split.
 LAYER_MARK = "\n// zd:layer\n"
 UNIT_BYTES = 1 << 20
 
@@ -71,11 +73,12 @@ def build_library(source: str, *, isa: str, cache_dir: Path, compiler: str | Non
         return target
     with tempfile.TemporaryDirectory(prefix="zd_build_", dir=cache_dir) as tmp:
         out = Path(tmp) / "kernels.so"
-        units = translation_units(source, usable_cpus())
-        if len(units) == 1:
+        if len(translation_units(source, usable_cpus())) == 1:
             _run_compiler(cxx, [*flags, _write(Path(tmp) / "kernels.cpp", source), "-o", str(out)])
         else:
-            _compile_and_link(cxx, flags, units, Path(tmp), out)
+            head = source.split(LAYER_MARK, 1)[0]
+            units = UnitCache(cache_dir / "units", cache_key(head, flags, compiler_version(cxx)))
+            _compile_and_link(cxx, flags, source, units, Path(tmp), out)
         if not out.exists():
             raise KernelBuildError(f"C++ compiler {cxx} wrote no library")
         # Same directory, so the rename is atomic: readers see the whole library or none.
@@ -107,15 +110,21 @@ def translation_units(source: str, cpus: int, unit_bytes: int | None = None) -> 
     return [LAYER_MARK.join([head, *group]) for group in groups]
 
 
-def _compile_and_link(cxx: str, flags: list[str], units: list[str], tmp: Path, out: Path) -> None:
-    """Each unit to an object file, all at once (one compiler process per unit), then one library from them."""
-    objects = [str(tmp / f"unit{i}.o") for i in range(len(units))]
+def _compile_and_link(cxx: str, flags: list[str], source: str, cache: UnitCache, tmp: Path, out: Path) -> None:
+    """Layers already compiled in a cached unit are linked from it; the rest are cut into units and compiled all
+    at once (one compiler process per unit), kept in the cache, and linked with them into one library."""
+    head, *layers = source.split(LAYER_MARK)
+    reused, rest = cache.cover(layers)
+    units = translation_units(LAYER_MARK.join([head, *rest]), usable_cpus()) if rest else []
+    objects = [tmp / f"unit{i}.o" for i in range(len(units))]
     compile_only = [flag for flag in flags if flag != "-shared"] + ["-c"]
-    commands = [[*compile_only, _write(tmp / f"unit{i}.cpp", unit), "-o", obj]
+    commands = [[*compile_only, _write(tmp / f"unit{i}.cpp", unit), "-o", str(obj)]
                 for i, (unit, obj) in enumerate(zip(units, objects))]
-    with ThreadPoolExecutor(len(units)) as pool:
+    with ThreadPoolExecutor(max(1, len(units))) as pool:
         list(pool.map(lambda args: _run_compiler(cxx, args), commands))
-    _run_compiler(cxx, [*flags, *objects, "-o", str(out)])
+    _run_compiler(cxx, [*flags, *map(str, reused + objects), "-o", str(out)])
+    for unit, obj in zip(units, objects):
+        cache.store(obj, unit.split(LAYER_MARK)[1:])
 
 
 def usable_cpus() -> int:

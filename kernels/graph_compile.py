@@ -127,7 +127,10 @@ class _Compiler:
         return entry, (spec, compact)
 
     def variants(self, spec: ConvSpec, tiles=None) -> list[tuple[ConvSpec, object]]:
-        """(spec renamed per tile, tile) for every candidate tile of a layer, or just `tiles`."""
+        """(spec renamed per tile, tile) for every candidate tile of a layer, or (spec, tile) for one given tile:
+        then the layer's code is the final library's, whose compiled unit that build reuses (unit_cache.py)."""
+        if tiles and len(tiles) == 1:
+            return [(spec, tiles[0])]
         return [(dataclasses.replace(spec, name=f"{spec.name}_{t.label}"), t)
                 for t in (tiles or self.candidate_tiles(spec, self.isa))]
 
@@ -213,11 +216,7 @@ def _tune_layers(compiler: _Compiler, prepared: list[tuple], inputs, check_batch
         progress.check_cancelled()
         progress.update("compile", len(prepared) - len(later), len(prepared) + 2,
                         f"building {len(later)} same-shape layers")
-        layers = []
-        for index, (_, tile) in later:
-            [(renamed, _)] = compiler.variants(prepared[index][2], [tile])
-            layers.append((renamed, prepared[index][3], tile))
-        library = compiler.build(layers)
+        library = compiler.build([(prepared[index][2], prepared[index][3], tile) for index, (_, tile) in later])
         for done, (index, (tuned_layer, tile)) in enumerate(later):
             site, entry, spec, compact = prepared[index]
             progress.check_cancelled()

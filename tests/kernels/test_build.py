@@ -2,6 +2,7 @@
 import ctypes
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -120,3 +121,39 @@ def test_split_build_links_every_unit(tmp_path, split_builds):
     assert len(translation_units(source, 2)) == 2
     library = ctypes.CDLL(str(build_library(source, isa="portable", cache_dir=tmp_path)))
     assert (library.zd_answer(), library.zd_other()) == (42, 7)
+
+
+def _layer(name: str, value: int) -> str:
+    return SOURCE.replace("answer", name).replace("42", str(value))
+
+
+def test_a_bigger_source_links_the_units_an_earlier_build_compiled(tmp_path, split_builds, monkeypatch):
+    compiled: list[str] = []
+    real = build._run_compiler
+
+    def recording(cxx, args):
+        compiled.extend(Path(a).read_text() for a in args if a.endswith(".cpp"))
+        return real(cxx, args)
+    monkeypatch.setattr(build, "_run_compiler", recording)
+    first = LAYER_MARK.join(["// prelude\n", _layer("a", 1), _layer("b", 2)])
+    build_library(first, isa="portable", cache_dir=tmp_path)
+    assert len(compiled) == 2
+    compiled.clear()
+    bigger = LAYER_MARK.join(["// prelude\n", _layer("c", 3), _layer("b", 2), _layer("a", 1)])
+    library = ctypes.CDLL(str(build_library(bigger, isa="portable", cache_dir=tmp_path)))
+    assert (library.zd_a(), library.zd_b(), library.zd_c()) == (1, 2, 3)
+    assert len(compiled) == 1 and "zd_c" in compiled[0] and "zd_a" not in compiled[0]   # only the new layer
+    compiled.clear()
+    other_prelude = LAYER_MARK.join(["// another prelude\n", _layer("a", 1), _layer("b", 2)])
+    build_library(other_prelude, isa="portable", cache_dir=tmp_path)
+    assert len(compiled) == 2                                  # units are reused only under the same prelude
+
+
+def test_a_damaged_unit_listing_is_ignored(tmp_path, split_builds):
+    source = LAYER_MARK.join(["// prelude\n", _layer("a", 1), _layer("b", 2)])
+    first = build_library(source, isa="portable", cache_dir=tmp_path)
+    for listing in (tmp_path / "units").rglob("*.json"):
+        listing.write_text("{not json")
+    first.unlink()
+    library = ctypes.CDLL(str(build_library(source, isa="portable", cache_dir=tmp_path)))
+    assert (library.zd_a(), library.zd_b()) == (1, 2)
