@@ -61,8 +61,12 @@ def check_gates(report: dict, model_bytes: int | None, *, min_speedup, min_agree
             missed.append(f"speed gate: {speedup:.2f}x vs dense ONNX Runtime at batch 1 is below --min-speedup {min_speedup}")
     if min_agreement is not None:
         agreement = summary["top1_agreement"]
+        fidelity = report.get("fidelity")
+        warning = fidelity.get("warning") if isinstance(fidelity, dict) else None
         if agreement is None:
             missed.append("fidelity gate: the report has no top-1 agreement")
+        elif warning:  # e.g. measured on gaussian noise: it reads ~0.97 where real data reads ~0.6
+            missed.append(f"fidelity gate: the agreement cannot be gated on: {warning}")
         elif agreement < min_agreement:
             missed.append(f"fidelity gate: top-1 agreement {agreement:.4f} is below --min-agreement {min_agreement}")
     if max_size_mb is not None:

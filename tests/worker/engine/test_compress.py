@@ -6,7 +6,7 @@ import torch
 
 from tests.tiny_models import INPUT_SHAPE, tiny_resnet
 from tests.worker.engine.engine_models import Depthwise, DepthwiseOnly, NoBatchNorm, NoConv3x3, seeded
-from worker.engine.compress import HOLDOUT_CLASS_WEIGHT, HOLDOUT_STEP_FRACTION, compress_module
+from worker.engine.compress import HOLDOUT_CLASS_WEIGHT, HOLDOUT_STEP_FRACTION, PRIOR_FIDELITY_WARNING, compress_module
 from worker.engine.config import AUTO_RECOVERY_STEPS, CompressionConfig, effective_recovery_steps
 from worker.engine.errors import InvalidConfigError, UnsupportedModelError
 from worker.engine.patterns import pattern_masks
@@ -97,10 +97,11 @@ def test_first_conv_and_linear_options(tmp_path):
     assert int((w == 0).sum()) == round(0.75 * w.numel())
 
 
-def test_no_batchnorm_falls_back_to_gaussian(tmp_path):
+def test_no_batchnorm_falls_back_to_prior_inversion(tmp_path):
     result, progress = _run(tmp_path, model=seeded(NoBatchNorm))
-    assert result.report["synthetic"]["mode"] == "gaussian" and "fallback" in result.report["synthetic"]
-    assert any("gaussian" in e[4] for e in progress.events)
+    assert result.report["synthetic"]["mode"] == "prior-inversion" and "fallback" in result.report["synthetic"]
+    assert any("no BatchNorm" in e[4] for e in progress.events)
+    assert result.fidelity["warning"] == PRIOR_FIDELITY_WARNING  # agreement on such inputs over-reads: not a gate
     _check_structure(result)
 
 

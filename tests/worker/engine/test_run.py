@@ -70,10 +70,10 @@ def test_report_follows_the_schema(pt2_run):
 
 
 def test_fidelity_on_noise_inputs_says_it_cannot_be_trusted(tmp_path):
-    # a model without BatchNorm (e.g. an ONNX export with BN folded) gets gaussian inputs, on which a VGG's
-    # agreement read 0.969 against 0.609 on real images: the report must not present that as fidelity
+    # on gaussian inputs a VGG's agreement read 0.969 against 0.609 on real images: the report must not present
+    # that as fidelity
     model = export_pt2(seeded(NoBatchNorm), tmp_path / "nobn.pt2")
-    report = compress_file(model, tmp_path / "out", small_config(), RecordingProgress())
+    report = compress_file(model, tmp_path / "out", small_config(synthetic="gaussian"), RecordingProgress())
     assert report["compression"]["fidelity_inputs"]["mode"] == "gaussian"
     assert "gaussian-noise inputs" in report["fidelity"]["warning"]
     assert any("do not trust or gate on this agreement" in w for w in report["warnings"])
@@ -103,7 +103,7 @@ def test_onnx_run_writes_the_users_graph_back(tmp_path):
     assert report["model"]["format"] == "onnx"
     # torch.onnx folded BN into the convs: the loader says why, the engine falls back explicitly
     assert any("BatchNormalization" in w for w in report["warnings"])
-    assert report["compression"]["synthetic"]["mode"] == "gaussian"
+    assert report["compression"]["synthetic"]["mode"] == "prior-inversion"
     assert any("no BatchNorm" in w and "bn-inversion" in w for w in report["warnings"])
     original, pruned = onnx.load(str(model)), onnx.load(str(out))
     assert [n.op_type for n in original.graph.node] == [n.op_type for n in pruned.graph.node]

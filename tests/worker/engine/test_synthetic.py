@@ -6,8 +6,8 @@ from tests.worker.engine.engine_models import NoBatchNorm, seeded
 from worker.engine.compress import inversion_settings
 from worker.engine.config import CompressionConfig
 from worker.engine.errors import InvalidConfigError
-from worker.engine.synthetic import (InversionSettings, _BNStatLoss, channel_mean_var, model_fingerprint,
-                                    spectral_noise, synthesize_inputs)
+from worker.engine.synthetic import (PRIOR_CLASS_WEIGHT, InversionSettings, _BNStatLoss, channel_mean_var,
+                                    model_fingerprint, spectral_noise, synthesize_inputs)
 from worker.progress import NullProgress, RecordingProgress
 
 FAST = InversionSettings(batch=8)
@@ -77,12 +77,21 @@ def test_damaged_cache_entry_is_rebuilt(tmp_path):
     assert not again.info["cached"] and again.images.shape[0] == 4
 
 
-def test_no_batchnorm_falls_back_to_gaussian_and_says_so(tmp_path):
+def test_no_batchnorm_falls_back_to_prior_inversion_and_says_so(tmp_path):
     progress = RecordingProgress()
-    out = synthesize_inputs(seeded(NoBatchNorm), INPUT_SHAPE, "bn-inversion", 5, 10, 0, progress, cache_dir=tmp_path)
-    assert out.info["mode"] == "gaussian" and "BatchNorm" in out.info["fallback"]
-    assert any("gaussian" in e[4] for e in progress.events)
-    assert out.images.shape == (5, *INPUT_SHAPE[1:])
+    model = seeded(NoBatchNorm)
+    out = synthesize_inputs(model, INPUT_SHAPE, "bn-inversion", 5, 40, 0, progress, cache_dir=tmp_path)
+    assert out.info["mode"] == "prior-inversion" and "BatchNorm" in out.info["fallback"]
+    assert out.info["class_weight"] == PRIOR_CLASS_WEIGHT
+    assert any("no BatchNorm" in e[4] for e in progress.events)
+    assert out.images.shape == (5, *INPUT_SHAPE[1:]) and torch.isfinite(out.images).all()
+    # optimised for the model's class scores: it is more confident on them than on the 1/f noise they start from
+    start = spectral_noise(5, *INPUT_SHAPE[1:], 1.0, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        confidence = [torch.softmax(model(x), 1).amax(1).mean() for x in (start, out.images)]
+    assert confidence[1] > confidence[0] + 0.01  # 0.139 -> 0.161 on this random model
+    again = synthesize_inputs(model, INPUT_SHAPE, "bn-inversion", 5, 40, 0, NullProgress(), cache_dir=tmp_path)
+    assert again.info["cached"] and torch.equal(again.images, out.images)
 
 
 def test_fingerprint_changes_with_any_weight():
