@@ -91,7 +91,7 @@ class CifarVGG16(nn.Module):
                 layers += [nn.Conv2d(cin, item, 3, 1, 1, bias=False), nn.BatchNorm2d(item), nn.ReLU()]
                 cin = item
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Linear(512, num_classes)
+        self.classifier = nn.Linear(cin, num_classes)
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.features(x), 1))

@@ -7,30 +7,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+from benchmarks.model_zoo import CifarVGG16
 
 
-class VGG11(nn.Module):
+class VGG11(CifarVGG16):
     """VGG-11 layout (8 convs, 5 max-pools) at quarter width, BatchNorm after every conv."""
 
     PLAN = (16, "M", 32, "M", 64, 64, "M", 128, 128, "M", 128, 128, "M")
-
-    def __init__(self, classes: int = 10):
-        super().__init__()
-        layers, cin = [], 3
-        for item in self.PLAN:
-            if item == "M":
-                layers.append(nn.MaxPool2d(2))
-            else:
-                layers += conv_bn_relu(cin, item)
-                cin = item
-        self.features = nn.Sequential(*layers)
-        self.classifier = nn.Linear(cin, classes)
-
-    def forward(self, x):
-        return self.classifier(torch.flatten(self.features(x), 1))
 
 
 class InvertedResidual(nn.Module):
