@@ -29,3 +29,10 @@ def top1(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 
     for i in range(0, len(x), batch):
         correct += (model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item()
     return 100.0 * correct / len(x)
+
+
+@torch.no_grad()
+def batched_logits(model, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """The model's outputs on `x`, `batch` images at a time (exported models declare a batch range, up to 1024
+    for the shared ones)."""
+    return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from benchmarks.cifar import load_cifar10_test
+from benchmarks.cifar import batched_logits, load_cifar10_test
 from benchmarks.shared_assets import SHARED_MODELS
 from worker.engine.block_reconstruction import BlockSettings, reconstruct_blocks
 from worker.engine.compress import compress_module, inversion_settings
@@ -58,16 +58,11 @@ def prefix(model: str, connectivity: float, seed: int, samples: int | None, out:
     return path
 
 
-@torch.no_grad()
-def logits(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return torch.cat([module(x[i:i + 500]) for i in range(0, len(x), 500)])
-
-
 def blocks(path: Path, variants: list[dict], limit: int) -> None:
     saved = torch.load(path, weights_only=False)
     x, y = load_cifar10_test(limit=limit)
     teacher = frozen_model(saved["model"])
-    dense_logits = logits(teacher, x)
+    dense_logits = batched_logits(teacher, x)
     dense = 100.0 * (dense_logits.argmax(1) == y).float().mean().item()
     for variant in variants:
         student = frozen_model(saved["model"])
@@ -76,7 +71,7 @@ def blocks(path: Path, variants: list[dict], limit: int) -> None:
         reconstruct_blocks(student, teacher, saved["images"], saved["masks"], BlockSettings(**variant), NullProgress(),
                            seed=saved["seed"])
         cpu = time.process_time() - cpu
-        out = logits(student, x)
+        out = batched_logits(student, x)
         acc = 100.0 * (out.argmax(1) == y).float().mean().item()
         kl = F.kl_div(F.log_softmax(out, 1), F.log_softmax(dense_logits, 1), log_target=True, reduction="batchmean")
         print(f"{path.name} {json.dumps(variant)}: top-1 {acc:.2f} (dense {dense:.2f}, drop {dense - acc:.2f}) "

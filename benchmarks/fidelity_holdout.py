@@ -14,22 +14,15 @@ import time
 import torch
 from torch.nn import functional as F
 
-from benchmarks.cifar import load_cifar10_test
+from benchmarks.cifar import batched_logits, load_cifar10_test
 from worker.engine.compress import HOLDOUT_CLASS_WEIGHT
 from worker.engine.formats import load_model
 from worker.engine.synthetic import InversionSettings, synthesize_inputs
 from worker.progress import NullProgress
 
-CHUNK = 500  # exported models declare a batch range (the shared ones up to 1024)
-
-
 @torch.no_grad()
-def logits(model, x: torch.Tensor) -> torch.Tensor:
-    return torch.cat([model(x[i:i + CHUNK]) for i in range(0, len(x), CHUNK)])
-
-
 def compare(teacher, student, x: torch.Tensor) -> tuple[float, float, float]:
-    t, s = logits(teacher, x), logits(student, x)
+    t, s = batched_logits(teacher, x), batched_logits(student, x)
     kl = F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), reduction="batchmean", log_target=True)
     return float((t.argmax(1) == s.argmax(1)).float().mean()), float(kl), float(F.softmax(t, 1).amax(1).mean())
 
