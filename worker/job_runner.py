@@ -39,6 +39,19 @@ def summarize(report: dict) -> dict:
     return summary
 
 
+# A job's compression stage gets at most this share of the task's time limit: a large model's job is then cut to
+# fit (its synthetic inputs first, worker/engine/synthesis_budget.py) instead of being killed at the limit with
+# nothing to show. The rest is for compiling, measuring and storing (a few minutes even for ResNet-50).
+COMPRESSION_SHARE_OF_TIME_LIMIT = 0.6
+
+
+def config_within_time_limit(config: dict, settings: Settings) -> dict:
+    """The job's config with time_budget_s no larger than the task's time limit allows (set when absent)."""
+    limit = settings.task_soft_time_limit_s * COMPRESSION_SHARE_OF_TIME_LIMIT
+    asked = config.get("time_budget_s")
+    return {**config, "time_budget_s": limit if asked is None else min(float(asked), limit)}
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -66,7 +79,8 @@ def run_claimed_job(job: Job, attempt: int, settings: Settings) -> str:
             # The engine sees the model under a name with the right extension (the store keys by hash).
             model_path = workdir / f"input{EXTENSIONS.get(job.model.format, '')}"
             model_path.symlink_to(Path(stored).resolve())
-            report = run_pipeline(model_path, workdir / "out", job.config, progress, cache_dir=settings.cache_dir)
+            report = run_pipeline(model_path, workdir / "out", config_within_time_limit(job.config, settings),
+                                  progress, cache_dir=settings.cache_dir)
         out_dir = workdir / "out"
         artifacts = [dict(name=p.name, size_bytes=p.stat().st_size, sha256=_sha256(p),
                           storage_key=f"jobs/{job.id}/{p.name}") for p in sorted(out_dir.iterdir()) if p.is_file()]

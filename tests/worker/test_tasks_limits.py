@@ -29,3 +29,17 @@ def test_child_limits_are_applied(tmp_path):
     assert int(address_space) == 1536 * 1024 * 1024
     assert int(cpu) == 60 * 8 + 60
     assert outcome == "MemoryError"
+
+
+def test_the_compression_budget_never_outlasts_the_task_time_limit():
+    from app.config import Settings
+    from worker.job_runner import COMPRESSION_SHARE_OF_TIME_LIMIT, config_within_time_limit
+
+    settings = Settings(task_soft_time_limit_s=1000, task_hard_time_limit_s=1100)
+    limit = 1000 * COMPRESSION_SHARE_OF_TIME_LIMIT
+    job = {"connectivity": 0.5}
+    assert config_within_time_limit(job, settings) == {"connectivity": 0.5, "time_budget_s": limit}
+    assert job == {"connectivity": 0.5}  # the stored config is not changed
+    assert config_within_time_limit({"time_budget_s": None}, settings)["time_budget_s"] == limit
+    assert config_within_time_limit({"time_budget_s": 120}, settings)["time_budget_s"] == 120
+    assert config_within_time_limit({"time_budget_s": 10 ** 6}, settings)["time_budget_s"] == limit

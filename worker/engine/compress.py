@@ -29,6 +29,7 @@ from worker.engine.sample_budget import automatic_samples, macs_per_image
 from worker.engine.recovery import distill, recalibrate_batchnorm
 from worker.engine.layer_report import build_report
 from worker.engine.sequential import PrunePlan, prune_sequentially, prunes
+from worker.engine.synthesis_budget import fit_to_budget
 from worker.engine.synthetic import InversionSettings, synthesize_inputs
 from worker.progress import Progress
 
@@ -211,13 +212,26 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
 
     t = time.monotonic()
     inversion = inversion_settings(config)
-    train = synthesize_inputs(teacher, input_shape, config.synthetic, config.synthetic_samples, config.synthetic_steps,
-                              config.seed, progress, cache_dir=cache_dir, settings=inversion)
-    holdout = synthesize_inputs(teacher, input_shape, config.synthetic, config.fidelity_samples,
-                                math.ceil(config.synthetic_steps * HOLDOUT_STEP_FRACTION),
-                                config.seed + HOLDOUT_SEED_OFFSET, progress,
-                                cache_dir=cache_dir, stage="synthesize",
-                                settings=replace(inversion, class_weight=max(inversion.class_weight, HOLDOUT_CLASS_WEIGHT)))
+    train_args = dict(samples=config.synthetic_samples, steps=config.synthetic_steps, seed=config.seed,
+                      settings=inversion)
+    holdout_args = dict(samples=config.fidelity_samples,
+                        steps=math.ceil(config.synthetic_steps * HOLDOUT_STEP_FRACTION),
+                        seed=config.seed + HOLDOUT_SEED_OFFSET,
+                        settings=replace(inversion, class_weight=max(inversion.class_weight, HOLDOUT_CLASS_WEIGHT)))
+    budget_plan = None
+    if config.time_budget_s is not None and config.synthetic != "gaussian":
+        progress.update("synthesize", 0, 1, "timing one inversion step for the time budget")
+        budget_plan = fit_to_budget(teacher, input_shape, config.synthetic,
+                                    config.time_budget_s - (time.monotonic() - started), device, train_args,
+                                    holdout_args, cache_dir=cache_dir)
+        train_args.update(samples=budget_plan.samples, steps=budget_plan.steps)
+        holdout_args.update(samples=budget_plan.holdout_samples, steps=budget_plan.holdout_steps)
+        config = replace(config, synthetic_samples=budget_plan.samples, synthetic_steps=budget_plan.steps,
+                         fidelity_samples=budget_plan.holdout_samples)
+    train = synthesize_inputs(teacher, input_shape, config.synthetic, progress=progress, cache_dir=cache_dir,
+                              **train_args)
+    holdout = synthesize_inputs(teacher, input_shape, config.synthetic, progress=progress, cache_dir=cache_dir,
+                                **holdout_args)
     images, held = train.images.to(device), holdout.images.to(device)
     seconds["synthesize"] = time.monotonic() - t
 
@@ -281,5 +295,7 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
         raise EngineError(f"internal error: pruned weights break the pattern structure ({exc})") from exc
     report["recovery"] = recovery
     report["fidelity_inputs"] = holdout.info
+    if budget_plan is not None:
+        report["synthesis_budget"] = budget_plan.report()
     student = student.cpu().eval()
     return CompressionResult(student, masks, report, fidelity, config)

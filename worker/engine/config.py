@@ -56,7 +56,9 @@ class CompressionConfig:
     admm_iterations: int = 30
     # Held-out synthetic inputs (a different seed) for the fidelity report.
     fidelity_samples: int = 64
-    # Overall wall-clock budget for the compression stage, seconds (None = no limit).
+    # Overall wall-clock budget for the compression stage, seconds (None = no limit). The synthetic inputs (then
+    # their steps) are cut to what half of it allows (synthesis_budget.py); block reconstruction and distillation
+    # stop at it. The service's workers always set one (at most 60% of their task time limit).
     time_budget_s: float | None = None
     # N x C x H x W for models that do not declare their input shape (batch dim ignored).
     input_shape: tuple[int, ...] | None = None

@@ -64,6 +64,8 @@ def build_report(loaded: LoadedModel, model_path: Path, input_shape, config: Com
     fallback = (result.report.get("synthetic") or {}).get("fallback")
     if fallback:
         warnings.append(str(fallback))
+    if (result.report.get("synthesis_budget") or {}).get("warning"):
+        warnings.append(str(result.report["synthesis_budget"]["warning"]))
     if result.fidelity.get("warning"):
         warnings.append(str(result.fidelity["warning"]))
     return {

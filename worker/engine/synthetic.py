@@ -62,9 +62,28 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
-def _cache_path(cache_dir: Path, model: nn.Module, key: dict) -> Path:
+def _cache_path(cache_dir: Path | None, model: nn.Module, mode: str, samples: int, steps: int, seed: int,
+                input_shape: tuple[int, ...], settings: InversionSettings) -> Path:
+    cache_dir = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "zerodata"
+    key = {"mode": mode, "samples": samples, "steps": steps, "seed": seed, "shape": list(input_shape[1:]),
+           "settings": asdict(settings)}
     blob = json.dumps({**key, "model": model_fingerprint(model), "v": ALGORITHM_VERSION}, sort_keys=True)
     return cache_dir / "synthetic" / f"{hashlib.sha256(blob.encode()).hexdigest()[:32]}.pt"
+
+
+def _prior_settings(settings: InversionSettings) -> InversionSettings:
+    return replace(settings, class_weight=max(settings.class_weight, PRIOR_CLASS_WEIGHT))
+
+
+def is_cached(model: nn.Module, input_shape: tuple[int, ...], mode: str, samples: int, steps: int, seed: int, *,
+              cache_dir: Path | None = None, settings: InversionSettings | None = None) -> bool:
+    """Whether synthesize_inputs with these arguments would read its inputs from the cache (gaussian: always free)."""
+    settings = settings or InversionSettings()
+    if mode == "gaussian":
+        return True
+    if mode == "bn-inversion" and not has_batchnorm(model):
+        mode, settings = "prior-inversion", _prior_settings(settings)
+    return _cache_path(cache_dir, model, mode, samples, steps, seed, input_shape, settings).exists()
 
 
 def synthesize_inputs(model: nn.Module, input_shape: tuple[int, ...], mode: str, samples: int, steps: int,
@@ -79,7 +98,7 @@ def synthesize_inputs(model: nn.Module, input_shape: tuple[int, ...], mode: str,
         info["class_weight"] = settings.class_weight
         info["noise_decay"] = settings.noise_decay
     if mode == "bn-inversion" and not has_batchnorm(model):
-        settings = replace(settings, class_weight=max(settings.class_weight, PRIOR_CLASS_WEIGHT))
+        settings = _prior_settings(settings)
         info.update(mode="prior-inversion", class_weight=settings.class_weight, fallback=(
             "the model has no BatchNorm layers (an ONNX export folds them into the convs), so bn-inversion is "
             "impossible; fell back to prior-inversion: inputs optimised for the model's own class scores under "
@@ -93,10 +112,7 @@ def synthesize_inputs(model: nn.Module, input_shape: tuple[int, ...], mode: str,
         return SyntheticSet(images, info)
     if mode not in ("bn-inversion", "prior-inversion"):
         raise ValueError(f"unknown synthetic mode {mode!r}")
-    cache_dir = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "zerodata"
-    key = {"mode": mode, "samples": samples, "steps": steps, "seed": seed, "shape": list(input_shape[1:]),
-           "settings": asdict(settings)}
-    path = _cache_path(cache_dir, model, key)
+    path = _cache_path(cache_dir, model, mode, samples, steps, seed, input_shape, settings)
     if path.exists():
         try:
             images = torch.load(path, weights_only=True)["images"]

@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from tests.tiny_models import INPUT_SHAPE, tiny_resnet
+from worker.engine.compress import compress_module
+from worker.engine.config import CompressionConfig
+from worker.engine.synthesis_budget import (MIN_SAMPLES, MIN_STEPS, SYNTHESIS_SHARE, plan_synthesis,
+                                            seconds_per_input_step)
+from worker.progress import RecordingProgress
+
+ASKED = dict(samples=128, steps=100, holdout_samples=64, holdout_steps=50)  # 16,000 input-steps
+
+
+def _plan(budget_s, per_step=0.01, **kwargs):
+    return plan_synthesis(budget_s, per_step, *ASKED.values(), **kwargs)
+
+
+def test_a_budget_that_fits_changes_nothing():
+    plan = _plan(16_000 * 0.01 / SYNTHESIS_SHARE)
+    assert (plan.samples, plan.steps, plan.holdout_samples, plan.holdout_steps) == tuple(ASKED.values())
+    assert plan.reduced_from is None and "warning" not in plan.report()
+    assert plan.expected_s == pytest.approx(160.0)
+
+
+def test_inputs_shrink_first_in_proportion_then_steps():
+    plan = _plan(8_000 * 0.01 / SYNTHESIS_SHARE)  # half the work fits
+    assert (plan.samples, plan.holdout_samples) == (64, 32) and (plan.steps, plan.holdout_steps) == (100, 50)
+    assert plan.expected_s <= 80.0 + 1e-9
+    plan = _plan(2_000 * 0.01 / SYNTHESIS_SHARE)  # an eighth: counts at their floor, then fewer steps
+    assert (plan.samples, plan.holdout_samples) == (MIN_SAMPLES, MIN_SAMPLES)
+    assert MIN_STEPS <= plan.steps < 100 and plan.holdout_steps < 50
+    assert plan.expected_s <= 20.0 + 1e-9
+    assert plan.reduced_from == ASKED
+    assert "time budget cut the synthetic inputs from 128 x 100" in plan.report()["warning"]
+
+
+def test_a_hopeless_budget_runs_the_minimum_instead_of_failing():
+    for budget in (0.0, -5.0, 1e-9):
+        plan = _plan(budget)
+        assert (plan.samples, plan.steps) == (MIN_SAMPLES, MIN_STEPS)
+        assert (plan.holdout_samples, plan.holdout_steps) == (MIN_SAMPLES, MIN_STEPS)
+
+
+def test_never_more_than_asked_and_cached_parts_are_free_and_kept():
+    small = plan_synthesis(0.0, 1.0, 8, 4, 8, 2)  # below every floor already
+    assert (small.samples, small.steps, small.holdout_samples, small.holdout_steps) == (8, 4, 8, 2)
+    plan = _plan(12_800 * 0.01 / SYNTHESIS_SHARE, cached=frozenset({"holdout"}))  # the training set alone fits
+    assert plan.reduced_from is None and plan.expected_s == pytest.approx(128.0)
+    plan = _plan(0.0, cached=frozenset({"train"}))
+    assert (plan.samples, plan.steps) == (128, 100) and plan.holdout_samples == MIN_SAMPLES
+    assert _plan(0.0, cached=frozenset({"train", "holdout"})).reduced_from is None
+
+
+def test_one_step_is_timed_per_input():
+    seconds = seconds_per_input_step(tiny_resnet(), INPUT_SHAPE, device=torch.device("cpu"))
+    assert 0 < seconds < 5
+
+
+def test_a_tight_budget_cuts_the_synthesis_and_says_so(tmp_path):
+    cfg = CompressionConfig(synthetic_samples=64, synthetic_steps=40, fidelity_samples=48, admm_iterations=2,
+                            time_budget_s=1e-3, extra={"inversion": {"batch": 16}, "block_reconstruction": 0})
+    result = compress_module(tiny_resnet(), INPUT_SHAPE, cfg, RecordingProgress(), cache_dir=tmp_path)
+    budget = result.report["synthesis_budget"]
+    assert budget["reduced_from"] == dict(samples=64, steps=40, holdout_samples=48, holdout_steps=20)
+    assert (result.config.synthetic_samples, result.config.synthetic_steps) == (MIN_SAMPLES, MIN_STEPS)
+    assert result.config.fidelity_samples == MIN_SAMPLES
+    assert result.report["synthetic"]["samples"] == MIN_SAMPLES and result.report["synthetic"]["steps"] == MIN_STEPS
+    assert result.fidelity["samples"] == MIN_SAMPLES
+    assert "time budget" in budget["warning"]
+
+
+def test_without_a_budget_nothing_is_timed_or_cut(tmp_path):
+    cfg = CompressionConfig(synthetic_samples=16, synthetic_steps=4, fidelity_samples=8, admm_iterations=2,
+                            extra={"inversion": {"batch": 8}, "block_reconstruction": 0})
+    result = compress_module(tiny_resnet(), INPUT_SHAPE, cfg, RecordingProgress(), cache_dir=tmp_path)
+    assert "synthesis_budget" not in result.report
+    assert result.config.synthetic_samples == 16

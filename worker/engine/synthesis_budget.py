@@ -1,0 +1,107 @@
+"""Fit the synthetic-input stage into the job's wall-clock budget (`time_budget_s`).
+
+Inverting inputs is most of a compression job: a forward and a backward pass per input per step. On CIFAR models
+that is minutes, but an ImageNet-sized model multiplies it by the pixels: a default ResNet-18 job at 224x224 spent
+~27 minutes on it on a 2-core worker (docs/benchmarks/engine.md, session 11), a ResNet-50 would spend over an
+hour. So when a budget is given, one inversion step is timed on a few inputs first and the input counts, then the
+steps, are cut until the synthesis is expected to take at most SYNTHESIS_SHARE of the budget; the rest is left to
+the stages that follow (their cost grows with the input count too). The report says what was cut and why.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+SYNTHESIS_SHARE = 0.5  # synthesis took 55-65% of the default ResNet-56 job's compression stage
+MIN_SAMPLES = 32  # fewer inputs than this leave the layer-wise least squares of wide layers underdetermined
+MIN_STEPS = 20
+PROBE_INPUTS = 4
+SAMPLE_ROUNDING = 8
+
+
+@dataclass(frozen=True)
+class SynthesisPlan:
+    samples: int
+    steps: int
+    holdout_samples: int
+    holdout_steps: int
+    seconds_per_input_step: float
+    expected_s: float
+    reduced_from: dict | None = None  # the settings asked for, when the budget cut them
+
+    def report(self) -> dict:
+        out = {"seconds_per_input_step": round(self.seconds_per_input_step, 6), "expected_s": round(self.expected_s, 1)}
+        if self.reduced_from:
+            asked = self.reduced_from
+            out["reduced_from"] = asked
+            out["warning"] = (f"the time budget cut the synthetic inputs from {asked['samples']} x {asked['steps']} "
+                              f"steps to {self.samples} x {self.steps} (held-out fidelity inputs {asked['holdout_samples']}"
+                              f" -> {self.holdout_samples}) so that their synthesis takes about "
+                              f"{self.expected_s:.0f} s; a larger budget may give a more accurate pruned model")
+        return out
+
+
+def seconds_per_input_step(model: nn.Module, input_shape: tuple[int, ...], device: torch.device,
+                           inputs: int = PROBE_INPUTS) -> float:
+    """Wall seconds of one inversion step per input: the second of two timed forward + input-gradient passes."""
+    net = copy.deepcopy(model).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(inputs, *input_shape[1:], device=device, requires_grad=True)
+    elapsed = 0.0
+    for _ in range(2):
+        t = time.perf_counter()
+        out = net(x)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        out.float().square().mean().backward()
+        x.grad = None
+        elapsed = time.perf_counter() - t
+    return elapsed / inputs
+
+
+_PARTS = {"train": ("samples", "steps"), "holdout": ("holdout_samples", "holdout_steps")}
+
+
+def _cost(plan: dict, cached: frozenset) -> int:
+    return sum(plan[n] * plan[s] for part, (n, s) in _PARTS.items() if part not in cached)
+
+
+def plan_synthesis(budget_s: float, per_input_step: float, samples: int, steps: int, holdout_samples: int,
+                   holdout_steps: int, *, cached: frozenset = frozenset()) -> SynthesisPlan:
+    """The largest input counts (then steps) whose expected synthesis time fits SYNTHESIS_SHARE x budget_s.
+
+    Parts already in the cache ("train", "holdout") cost nothing and are never cut. Counts shrink first, in
+    proportion, to MIN_SAMPLES each (never above what was asked); then steps shrink to MIN_STEPS. When even that
+    does not fit, the minimum runs: a budget is a limit on work, not a reason to fail a job."""
+    asked = dict(samples=samples, steps=steps, holdout_samples=holdout_samples, holdout_steps=holdout_steps)
+    allowed = max(0.0, budget_s) * SYNTHESIS_SHARE / max(per_input_step, 1e-12)  # input-steps that fit
+    plan = dict(asked)
+    for index, (floor, rounding) in enumerate(((MIN_SAMPLES, SAMPLE_ROUNDING), (MIN_STEPS, 1))):
+        if _cost(plan, cached) <= allowed:
+            break
+        factor = allowed / _cost(plan, cached)
+        for part, keys in _PARTS.items():
+            if part not in cached:
+                key = keys[index]
+                want = int(plan[key] * factor) // rounding * rounding
+                plan[key] = min(plan[key], max(floor, want))
+    expected = _cost(plan, cached) * per_input_step
+    return SynthesisPlan(**plan, seconds_per_input_step=per_input_step, expected_s=expected,
+                         reduced_from=asked if plan != asked else None)
+
+
+def fit_to_budget(model: nn.Module, input_shape: tuple[int, ...], mode: str, remaining_s: float, device: torch.device,
+                  train: dict, holdout: dict, *, cache_dir=None) -> SynthesisPlan:
+    """Time one step, skip what the cache already holds, and plan. `train` / `holdout` are synthesize_inputs keyword
+    arguments (samples, steps, seed, settings)."""
+    from worker.engine.synthetic import is_cached
+
+    cached = frozenset(part for part, args in (("train", train), ("holdout", holdout))
+                       if is_cached(model, input_shape, mode, cache_dir=cache_dir, **args))
+    per_step = 0.0 if len(cached) == 2 else seconds_per_input_step(model, input_shape, device)
+    return plan_synthesis(remaining_s, per_step, train["samples"], train["steps"], holdout["samples"],
+                          holdout["steps"], cached=cached)
