@@ -10,6 +10,7 @@ the stages that follow (their cost grows with the input count too). The report s
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from torch import nn
 SYNTHESIS_SHARE = 0.5  # synthesis took 55-65% of the default ResNet-56 job's compression stage
 MIN_SAMPLES = 32  # fewer inputs than this leave the layer-wise least squares of wide layers underdetermined
 MIN_STEPS = 20
-PROBE_INPUTS = 4
+PROBE_PIXELS = 64 * 32 * 32  # timed inputs: a whole CIFAR batch (small batches cost more per input), 4 at 224x224
 SAMPLE_ROUNDING = 8
 
 
@@ -45,9 +46,9 @@ class SynthesisPlan:
         return out
 
 
-def seconds_per_input_step(model: nn.Module, input_shape: tuple[int, ...], device: torch.device,
-                           inputs: int = PROBE_INPUTS) -> float:
+def seconds_per_input_step(model: nn.Module, input_shape: tuple[int, ...], device: torch.device, batch: int) -> float:
     """Wall seconds of one inversion step per input: the second of two timed forward + input-gradient passes."""
+    inputs = max(1, min(batch, PROBE_PIXELS // max(1, math.prod(input_shape[2:]))))
     net = copy.deepcopy(model).eval()
     for p in net.parameters():
         p.requires_grad_(False)
@@ -102,6 +103,7 @@ def fit_to_budget(model: nn.Module, input_shape: tuple[int, ...], mode: str, rem
 
     cached = frozenset(part for part, args in (("train", train), ("holdout", holdout))
                        if is_cached(model, input_shape, mode, cache_dir=cache_dir, **args))
-    per_step = 0.0 if len(cached) == 2 else seconds_per_input_step(model, input_shape, device)
+    per_step = 0.0 if len(cached) == 2 else seconds_per_input_step(model, input_shape, device,
+                                                                   train["settings"].batch)
     return plan_synthesis(remaining_s, per_step, train["samples"], train["steps"], holdout["samples"],
                           holdout["steps"], cached=cached)

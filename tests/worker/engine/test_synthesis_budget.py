@@ -52,7 +52,7 @@ def test_never_more_than_asked_and_cached_parts_are_free_and_kept():
 
 
 def test_one_step_is_timed_per_input():
-    seconds = seconds_per_input_step(tiny_resnet(), INPUT_SHAPE, device=torch.device("cpu"))
+    seconds = seconds_per_input_step(tiny_resnet(), INPUT_SHAPE, torch.device("cpu"), batch=8)
     assert 0 < seconds < 5
 
 
