@@ -42,6 +42,12 @@ def run_pipeline(model_path: Path, out_dir: Path, config: dict, progress: Progre
     A non-empty `out_dir` is refused unless `force`; it is replaced only once the new artifacts are complete.
     `cache_dir` holds synthetic-data and kernel-build caches shared between runs.
     """
+    from kernels.allocator import keep_freed_memory
+
+    # The engine's autograd passes free and re-allocate the same large buffers every step; glibc hands them back
+    # to the kernel each time. Keeping them: 7-12% faster inversion steps on ResNet-18 at 224x224, a third of the
+    # page faults (docs/benchmarks/engine.md, session 11). The compile stage sets the same already.
+    keep_freed_memory()
     compression, options = split_config(config)
     started = time.monotonic()
     with atomic_output_dir(Path(out_dir), force=force) as work:
