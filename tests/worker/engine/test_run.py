@@ -79,6 +79,14 @@ def test_fidelity_on_noise_inputs_says_it_cannot_be_trusted(tmp_path):
     assert any("do not trust or gate on this agreement" in w for w in report["warnings"])
 
 
+def test_inputs_cut_by_the_time_budget_are_a_warning(tmp_path):
+    model = export_pt2(tiny_resnet(), tmp_path / "m.pt2")
+    config = small_config(synthetic_samples=64, synthetic_steps=40, time_budget_s=1e-3)
+    report = compress_file(model, tmp_path / "out", config, RecordingProgress())
+    assert report["config"]["synthetic_samples"] < 64 and report["config"]["synthetic_steps"] < 40
+    assert any("time budget cut the synthetic inputs from 64 x 40" in w for w in report["warnings"])
+
+
 def test_saved_model_loads_with_stock_torch_and_carries_the_masks(pt2_run):
     _, out, report, _ = pt2_run
     program = torch.export.load(str(out / "model.pt2"))
