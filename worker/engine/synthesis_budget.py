@@ -2,7 +2,7 @@
 
 Inverting inputs is most of a compression job: a forward and a backward pass per input per step. On CIFAR models
 that is minutes, but an ImageNet-sized model multiplies it by the pixels: a default ResNet-18 job at 224x224 spent
-~27 minutes on it on a 2-core worker (docs/benchmarks/engine.md, session 11), a ResNet-50 would spend over an
+~24 minutes on it on a 2-core worker (docs/benchmarks/engine.md, session 11), a ResNet-50 would spend over an
 hour. So when a budget is given, one inversion step is timed on a few inputs first and the input counts, then the
 steps, are cut until the synthesis is expected to take at most SYNTHESIS_SHARE of the budget; the rest is left to
 the stages that follow (their cost grows with the input count too). The report says what was cut and why.
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from worker.engine.outputs import primary_output
 
 SYNTHESIS_SHARE = 0.5  # synthesis took 55-65% of the default ResNet-56 job's compression stage
 MIN_SAMPLES = 32  # fewer inputs than this leave the layer-wise least squares of wide layers underdetermined
@@ -56,9 +58,7 @@ def seconds_per_input_step(model: nn.Module, input_shape: tuple[int, ...], devic
     elapsed = 0.0
     for _ in range(2):
         t = time.perf_counter()
-        out = net(x)
-        out = out[0] if isinstance(out, (tuple, list)) else out
-        out.float().square().mean().backward()
+        primary_output(net(x)).float().square().mean().backward()
         x.grad = None
         elapsed = time.perf_counter() - t
     return elapsed / inputs
