@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -45,9 +46,10 @@ def summarize(report: dict) -> dict:
 COMPRESSION_SHARE_OF_TIME_LIMIT = 0.6
 
 
-def config_within_time_limit(config: dict, settings: Settings) -> dict:
-    """The job's config with time_budget_s no larger than the task's time limit allows (set when absent)."""
-    limit = settings.task_soft_time_limit_s * COMPRESSION_SHARE_OF_TIME_LIMIT
+def config_within_time_limit(config: dict, settings: Settings, spent_s: float = 0.0) -> dict:
+    """The job's config with time_budget_s no larger than the task's time limit allows (set when absent), minus
+    what the task already spent (loading torch and the engine, fetching the model)."""
+    limit = max(1.0, settings.task_soft_time_limit_s * COMPRESSION_SHARE_OF_TIME_LIMIT - spent_s)
     asked = config.get("time_budget_s")
     return {**config, "time_budget_s": limit if asked is None else min(float(asked), limit)}
 
@@ -62,6 +64,7 @@ def _sha256(path: Path) -> str:
 
 def run_claimed_job(job: Job, attempt: int, settings: Settings) -> str:
     """Returns the job's final status (or "lost" when another attempt took the row over)."""
+    started = time.monotonic()
     jobs_dir = settings.work_dir / "jobs"
     for leftover in jobs_dir.glob(f"{job.id}-*"):  # scratch of an earlier attempt whose worker died
         shutil.rmtree(leftover, ignore_errors=True)
@@ -79,8 +82,8 @@ def run_claimed_job(job: Job, attempt: int, settings: Settings) -> str:
             # The engine sees the model under a name with the right extension (the store keys by hash).
             model_path = workdir / f"input{EXTENSIONS.get(job.model.format, '')}"
             model_path.symlink_to(Path(stored).resolve())
-            report = run_pipeline(model_path, workdir / "out", config_within_time_limit(job.config, settings),
-                                  progress, cache_dir=settings.cache_dir)
+            config = config_within_time_limit(job.config, settings, time.monotonic() - started)
+            report = run_pipeline(model_path, workdir / "out", config, progress, cache_dir=settings.cache_dir)
         out_dir = workdir / "out"
         artifacts = [dict(name=p.name, size_bytes=p.stat().st_size, sha256=_sha256(p),
                           storage_key=f"jobs/{job.id}/{p.name}") for p in sorted(out_dir.iterdir()) if p.is_file()]

@@ -43,3 +43,5 @@ def test_the_compression_budget_never_outlasts_the_task_time_limit():
     assert config_within_time_limit({"time_budget_s": None}, settings)["time_budget_s"] == limit
     assert config_within_time_limit({"time_budget_s": 120}, settings)["time_budget_s"] == 120
     assert config_within_time_limit({"time_budget_s": 10 ** 6}, settings)["time_budget_s"] == limit
+    assert config_within_time_limit({}, settings, spent_s=100)["time_budget_s"] == limit - 100  # torch import etc.
+    assert config_within_time_limit({}, settings, spent_s=10 ** 4)["time_budget_s"] == 1.0

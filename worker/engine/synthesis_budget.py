@@ -22,8 +22,16 @@ from worker.engine.outputs import primary_output
 SYNTHESIS_SHARE = 0.5  # synthesis took 55-65% of the default ResNet-56 job's compression stage
 MIN_SAMPLES = 32  # fewer inputs than this leave the layer-wise least squares of wide layers underdetermined
 MIN_STEPS = 20
-PROBE_PIXELS = 64 * 32 * 32  # timed inputs: a whole CIFAR batch (small batches cost more per input), 4 at 224x224
+# Timed inputs: the batch the inversion will run (a step's fixed cost makes small batches dearer per input), but at
+# most this many pixels (4 inputs at 224x224, where the cost per input no longer depends on the batch).
+PROBE_PIXELS = 64 * 32 * 32
+PROBE_SECONDS = 0.25  # a single step of a small model is too short to time alone
+PROBE_MAX_STEPS = 20
 SAMPLE_ROUNDING = 8
+# A real inversion step also matches BatchNorm statistics, adds the image priors and steps Adam: on the tiny test
+# ResNet a synthesis planned at 15.5 s from the bare forward + backward took 20-25 s (fixed costs per step weigh
+# most on tiny models); on ResNet-56 the bare pass is ~0.9x of a real step.
+STEP_OVERHEAD = 1.3
 
 
 @dataclass(frozen=True)
@@ -49,19 +57,23 @@ class SynthesisPlan:
 
 
 def seconds_per_input_step(model: nn.Module, input_shape: tuple[int, ...], device: torch.device, batch: int) -> float:
-    """Wall seconds of one inversion step per input: the second of two timed forward + input-gradient passes."""
+    """Wall seconds of one inversion step per input at this batch size, from timed forward + input-gradient
+    passes after a warm-up one."""
     inputs = max(1, min(batch, PROBE_PIXELS // max(1, math.prod(input_shape[2:]))))
     net = copy.deepcopy(model).eval()
     for p in net.parameters():
         p.requires_grad_(False)
     x = torch.randn(inputs, *input_shape[1:], device=device, requires_grad=True)
-    elapsed = 0.0
-    for _ in range(2):
-        t = time.perf_counter()
+    timed, start = -1, 0.0  # the first pass warms up; then steps until PROBE_SECONDS (one, on large models)
+    while timed < PROBE_MAX_STEPS:
         primary_output(net(x)).float().square().mean().backward()
         x.grad = None
-        elapsed = time.perf_counter() - t
-    return elapsed / inputs
+        timed += 1
+        if timed == 0:
+            start = time.perf_counter()
+        elif time.perf_counter() - start >= PROBE_SECONDS:
+            break
+    return STEP_OVERHEAD * (time.perf_counter() - start) / timed / inputs
 
 
 _PARTS = {"train": ("samples", "steps"), "holdout": ("holdout_samples", "holdout_steps")}
@@ -103,7 +115,7 @@ def fit_to_budget(model: nn.Module, input_shape: tuple[int, ...], mode: str, rem
 
     cached = frozenset(part for part, args in (("train", train), ("holdout", holdout))
                        if is_cached(model, input_shape, mode, cache_dir=cache_dir, **args))
-    per_step = 0.0 if len(cached) == 2 else seconds_per_input_step(model, input_shape, device,
-                                                                   train["settings"].batch)
+    batch = min(train["settings"].batch, train["samples"])
+    per_step = 0.0 if len(cached) == 2 else seconds_per_input_step(model, input_shape, device, batch)
     return plan_synthesis(remaining_s, per_step, train["samples"], train["steps"], holdout["samples"],
                           holdout["steps"], cached=cached)
