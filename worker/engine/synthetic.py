@@ -71,18 +71,20 @@ def _cache_path(cache_dir: Path | None, model: nn.Module, mode: str, samples: in
     return cache_dir / "synthetic" / f"{hashlib.sha256(blob.encode()).hexdigest()[:32]}.pt"
 
 
-def _prior_settings(settings: InversionSettings) -> InversionSettings:
-    return replace(settings, class_weight=max(settings.class_weight, PRIOR_CLASS_WEIGHT))
+def _mode_run(model: nn.Module, mode: str, settings: InversionSettings) -> tuple[str, InversionSettings]:
+    """The mode and settings synthesis really runs: bn-inversion without BatchNorm is prior-inversion with a
+    stronger class term."""
+    if mode == "bn-inversion" and not has_batchnorm(model):
+        return "prior-inversion", replace(settings, class_weight=max(settings.class_weight, PRIOR_CLASS_WEIGHT))
+    return mode, settings
 
 
 def is_cached(model: nn.Module, input_shape: tuple[int, ...], mode: str, samples: int, steps: int, seed: int, *,
               cache_dir: Path | None = None, settings: InversionSettings | None = None) -> bool:
     """Whether synthesize_inputs with these arguments would read its inputs from the cache (gaussian: always free)."""
-    settings = settings or InversionSettings()
     if mode == "gaussian":
         return True
-    if mode == "bn-inversion" and not has_batchnorm(model):
-        mode, settings = "prior-inversion", _prior_settings(settings)
+    mode, settings = _mode_run(model, mode, settings or InversionSettings())
     return _cache_path(cache_dir, model, mode, samples, steps, seed, input_shape, settings).exists()
 
 
@@ -97,14 +99,14 @@ def synthesize_inputs(model: nn.Module, input_shape: tuple[int, ...], mode: str,
     if mode == "bn-inversion":
         info["class_weight"] = settings.class_weight
         info["noise_decay"] = settings.noise_decay
-    if mode == "bn-inversion" and not has_batchnorm(model):
-        settings = _prior_settings(settings)
-        info.update(mode="prior-inversion", class_weight=settings.class_weight, fallback=(
+    run_mode, settings = _mode_run(model, mode, settings)
+    if run_mode != mode:
+        info.update(mode=run_mode, class_weight=settings.class_weight, fallback=(
             "the model has no BatchNorm layers (an ONNX export folds them into the convs), so bn-inversion is "
             "impossible; fell back to prior-inversion: inputs optimised for the model's own class scores under "
             "natural-image priors (1/f-spectrum start, smoothness, jitter)"))
         progress.update(stage, 0, 1, "no BatchNorm in the model: inverting class scores under image priors")
-        mode = "prior-inversion"
+        mode = run_mode
     if mode == "gaussian":
         g = torch.Generator().manual_seed(seed)
         images = torch.randn(samples, *input_shape[1:], generator=g)
