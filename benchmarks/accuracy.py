@@ -43,8 +43,6 @@ METHODS = {
         recovery_steps=AUTO_RECOVERY_STEPS),
     # distillation (re-inverted inputs) only where whole kernels are removed
     "engine defaults": dict(),
-    # filters share patterns in groups of 4 (filter_groups.py): faster compiled kernels, less mask freedom
-    "engine defaults with pattern groups of 4": dict(pattern_group=4),
 }
 
 

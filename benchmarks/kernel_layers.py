@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
-from benchmarks.model_zoo import MASKS, pattern_library, random_pattern_mask
+from benchmarks.model_zoo import pattern_library
 from kernels.bench import ort_baseline_options
 from kernels.build import build_library
 from kernels.codegen import generate_source
@@ -43,14 +43,19 @@ LAYERS = [
     ("d256_28", 128, 256, 28, 2),
     ("d512_14", 256, 512, 14, 2),
 ]
-DENSITIES = list(MASKS)
+DENSITIES = {"4/9": 0.0, "4/9x0.5": 0.5}
 
 
-def pruned_weight(k: int, c: int, density: str, seed: int) -> torch.Tensor:
-    """Random weights under a random mask of the benchmarks.model_zoo.MASKS kind `density`."""
+def pruned_weight(k: int, c: int, connectivity: float, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
-    connectivity, group = MASKS[density]
-    mask = random_pattern_mask(k, c, connectivity, pattern_library(8, seed=seed), gen, group)
+    library = pattern_library(8, seed=seed)
+    masks = torch.zeros(len(library), 9)
+    for i, pattern in enumerate(library):
+        masks[i, list(pattern)] = 1
+    mask = masks[torch.randint(len(library), (k, c), generator=gen)]
+    if connectivity > 0:
+        dropped = torch.randperm(k * c, generator=gen)[: round(k * c * connectivity)]
+        mask.view(k * c, 9)[dropped] = 0
     return (torch.randn(k, c, 9, generator=gen) * mask).view(k, c, 3, 3)
 
 
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for density in args.densities:
         for seed, (name, c, k, size, stride) in enumerate(layers):
-            weight = pruned_weight(k, c, density, seed)
+            weight = pruned_weight(k, c, DENSITIES[density], seed)
             bias = torch.randn(k)
             base = ConvSpec(name, c, k, size, size, stride=stride, padding=1)
             compact = compact_conv(weight, bias, name=name)

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     clock = clock_for(args.threads)
-    model, shape = build(args.model, args.density, seed=args.seed)
+    model, shape = build(args.model, DENSITIES[args.density], seed=args.seed)
     model.eval()
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(args.seed))
     with torch.inference_mode():

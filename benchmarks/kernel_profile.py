@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--nodes", action="store_true", help="also print every node")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model, shape = build(args.model, args.density, seed=0)
+    model, shape = build(args.model, DENSITIES[args.density], seed=0)
     example = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory(prefix="zd_profile_") as work:
         work = Path(work)

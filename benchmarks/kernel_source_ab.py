@@ -41,7 +41,7 @@ name, density, tile, symbol, isa, out = sys.argv[1:7]
 seed = [layer[0] for layer in LAYERS].index(name)
 _, c, k, size, stride = LAYERS[seed]
 torch.manual_seed(seed)
-compact = compact_conv(pruned_weight(k, c, density, seed), torch.randn(k), name=name)
+compact = compact_conv(pruned_weight(k, c, DENSITIES[density], seed), torch.randn(k), name=name)
 spec = ConvSpec(symbol, c, k, size, size, stride=stride, padding=1)
 open(out, "w").write(generate_source([(spec, compact, parse_tile(tile))], isa))
 """
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
                 seed = [layer[0] for layer in LAYERS].index(name)
                 _, c, k, size, stride = LAYERS[seed]
                 torch.manual_seed(seed)
-                weight, bias = pruned_weight(k, c, density, seed), torch.randn(k)
+                weight, bias = pruned_weight(k, c, DENSITIES[density], seed), torch.randn(k)
                 x = torch.randn(1, c, size, size)
                 reference = F.conv2d(x, weight, bias, stride=stride, padding=1)
                 fns = {}

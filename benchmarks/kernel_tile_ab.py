@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed, (name, c, k, size, stride) in enumerate(LAYERS + CIFAR_LAYERS):
             if (args.layers or seed >= len(LAYERS)) and name not in (args.layers or ()):
                 continue
-            weight, bias = pruned_weight(k, c, density, seed), torch.randn(k)
+            weight, bias = pruned_weight(k, c, DENSITIES[density], seed), torch.randn(k)
             compact = compact_conv(weight, bias, name=name)
             specs = [ConvSpec(f"{name}_{t.label}", c, k, size, size, stride=stride, padding=1) for t in args.tiles]
             lib = build_library(generate_source([(s, compact, t) for s, t in zip(specs, args.tiles)], isa),

@@ -136,50 +136,36 @@ def randomise_batchnorm(model: nn.Module, seed: int = 0) -> None:
             module.running_var.copy_(1 + 0.1 * torch.rand(n, generator=gen))
 
 
-# Mask kinds of the kernel benchmarks: label -> (connectivity, pattern group). "-g4": four filters share each
-# pattern and removed kernel per input channel, as the engine's pattern_group=4 prunes (worker/engine/filter_groups.py).
-MASKS = {"4/9": (0.0, 1), "4/9x0.5": (0.5, 1), "4/9-g4": (0.0, 4), "4/9x0.5-g4": (0.5, 4)}
-
-
-def random_pattern_mask(k: int, c: int, connectivity: float, library: list[tuple[int, ...]],
-                        gen: torch.Generator, group: int = 1) -> torch.Tensor:
-    """k x c x 9 0/1 mask: a random library pattern per kernel (per group of `group` filters), then a
-    `connectivity` fraction of the kernels (group kernels) removed."""
-    masks = torch.zeros(len(library), 9)
-    for index, pattern in enumerate(library):
-        masks[index, list(pattern)] = 1
-    rows = -(-k // group)
-    mask = masks[torch.randint(len(library), (rows, c), generator=gen)]
-    if connectivity > 0:
-        dropped = torch.randperm(rows * c, generator=gen)[: round(rows * c * connectivity)]
-        mask.view(rows * c, 9)[dropped] = 0
-    return mask.repeat_interleave(group, 0)[:k]
-
-
 @torch.no_grad()
-def apply_pattern_masks(model: nn.Module, connectivity: float = 0.0, library_size: int = 8, seed: int = 0,
-                        group: int = 1) -> int:
+def apply_pattern_masks(model: nn.Module, connectivity: float = 0.0, library_size: int = 8, seed: int = 0) -> int:
     """Give every 3x3 conv (except 3-channel stems) a random pattern per kernel, then drop a
     `connectivity` fraction of whole kernels. Returns how many convs were masked."""
     gen = torch.Generator().manual_seed(seed)
     library = pattern_library(library_size, seed=seed)
+    masks = torch.zeros(len(library), 9)
+    for index, pattern in enumerate(library):
+        masks[index, list(pattern)] = 1
     count = 0
     for module in model.modules():
         if not (isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3) and module.in_channels > 3
                 and module.groups == 1):
             continue
         k, c = module.weight.shape[:2]
-        module.weight.mul_(random_pattern_mask(k, c, connectivity, library, gen, group).view(k, c, 3, 3))
+        choice = torch.randint(len(library), (k, c), generator=gen)
+        mask = masks[choice]
+        if connectivity > 0:
+            dropped = torch.randperm(k * c, generator=gen)[: round(k * c * connectivity)]
+            mask.view(k * c, 9)[dropped] = 0
+        module.weight.mul_(mask.view(k, c, 3, 3))
         count += 1
     return count
 
 
-def build(name: str, masks: str = "4/9", seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
-    """A pattern-pruned benchmark model (`masks`: a MASKS label) in eval mode and its batch-1 input shape."""
+def build(name: str, connectivity: float = 0.0, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
+    """A pattern-pruned benchmark model in eval mode and its batch-1 input shape."""
     factory, shape = MODELS[name]
     torch.manual_seed(seed)
     model = factory()
     randomise_batchnorm(model, seed)
-    connectivity, group = MASKS[masks]
-    apply_pattern_masks(model, connectivity, seed=seed, group=group)
+    apply_pattern_masks(model, connectivity, seed=seed)
     return model.eval(), shape
