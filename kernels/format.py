@@ -223,13 +223,11 @@ def _filter_order(masks: np.ndarray, nonzero: np.ndarray) -> list[int]:
 
     Neighbouring filters form a register block in the generated code, so shared (channel, tap) positions
     mean one input load feeds several FMAs. Greedy: start each group of 8 from the heaviest remaining filter,
-    then add the remaining filter of similar weight whose taps overlap the group's most, or one with the same
-    taps as the last pick.
+    then add the remaining filter of similar weight whose taps overlap the group's most.
     """
     K = masks.shape[0]
     taps = nonzero.reshape(K, -1).astype(np.float32)          # [K, C*taps]
     nnz = taps.sum(axis=1)
-    alike = np.unique(nonzero.reshape(K, -1), axis=0, return_inverse=True)[1].reshape(-1)  # same taps, same id
     remaining = sorted(range(K), key=lambda k: (-nnz[k], k))
     order: list[int] = []
     group = 8
@@ -241,11 +239,9 @@ def _filter_order(masks: np.ndarray, nonzero: np.ndarray) -> list[int]:
         for _ in range(group - 1):
             if not remaining:
                 break
-            # A filter with exactly the last pick's taps (the engine's pattern groups) comes next, wherever it
-            # is, so a group fills a register block whole.
-            mates = [f for f in remaining if alike[f] == alike[order[-1]]]
             cands = remaining[:window]
-            pick = mates[0] if mates else cands[int(np.argmax(taps[cands] @ members))]
+            scores = taps[cands] @ members
+            pick = cands[int(np.argmax(scores))]
             remaining.remove(pick)
             order.append(pick)
             members += taps[pick]

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import torch
 
-from kernels.blocking import block_ops
 from kernels.errors import CompactFormatError, KernelError, NotPatternSparse
 from kernels.format import CompactConv, compact_conv, pattern_taps
 
@@ -42,16 +41,6 @@ def test_reorder_is_a_permutation_and_heaviest_first():
     kernels_per_pos = np.diff(conv.kernel_ptr)
     assert kernels_per_pos[0] == kernels_per_pos.max()
     assert conv.bias.tolist() == [0.0] * 40
-
-
-def test_filters_sharing_patterns_fill_register_blocks_whole():
-    # the engine's pattern groups (4 filters, one pattern per channel), scattered over the layer
-    w = pattern_pruned(64, 24, LIB8, seed=4).repeat_interleave(4, 0)
-    w = w[torch.randperm(256, generator=torch.Generator().manual_seed(0))]
-    w = w * torch.rand(w.shape, generator=torch.Generator().manual_seed(1)).add(0.5)  # same zeros, other values
-    ops = block_ops(compact_conv(w, None, name="grouped"), filters=4, chunk=0, tile=64)
-    used = ops.counts.sum(axis=0)
-    assert used[-1] == used.sum() > 0  # every op feeds all four filters of its block
 
 
 def test_bytes_smaller_than_dense_for_sparse_layers():
