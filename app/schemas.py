@@ -17,7 +17,6 @@ _BOUNDS: dict[str, dict[str, Any]] = {
     "entries": dict(ge=1, le=9),
     "library_size": dict(ge=1, le=126),
     "connectivity": dict(ge=0.0, lt=1.0),
-    "pattern_group": dict(ge=1, le=16),
     "target_compression": dict(ge=1.0, le=100.0),
     "linear_rate": dict(ge=0.0, lt=1.0),
     "synthetic_samples": dict(ge=1, le=65536),

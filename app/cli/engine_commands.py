@@ -25,9 +25,6 @@ from worker.engine.sample_budget import MAX_SAMPLES, MIN_SAMPLES
               default=CompressionConfig.connectivity_allocation, show_default=True,
               help="What --connectivity is a fraction of: the 3x3 FLOPs (the cheapest kernels per FLOP go), all 3x3 "
                    "kernels (the cheapest go) or every layer's kernels (uniform).")
-@click.option("--pattern-group", type=int, default=CompressionConfig.pattern_group, show_default=True,
-              help="Filters sharing one pattern per input channel: 4 makes the compiled 3x3 layers 1.1-1.5x faster "
-                   "for somewhat less accuracy (1 = every kernel its own pattern).")
 @click.option("--target-compression", type=float, default=None,
               help="Overall 3x3-conv compression ratio (e.g. 4.5); per-layer rates by sensitivity.")
 @click.option("--synthetic", type=click.Choice(["bn-inversion", "gaussian"]), default=CompressionConfig.synthetic,
@@ -56,7 +53,7 @@ from worker.engine.sample_budget import MAX_SAMPLES, MIN_SAMPLES
 @click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def compress(model: Path, out_dir: Path, entries, library_size, connectivity, connectivity_allocation,
-             pattern_group, target_compression, synthetic, samples, steps, recovery_steps, time_budget, input_shape, seed, device,
+             target_compression, synthetic, samples, steps, recovery_steps, time_budget, input_shape, seed, device,
              overrides, compile_, measure, tune, force, quiet) -> None:
     """Prune MODEL (.pt2, .onnx or TorchScript) with pattern + connectivity sparsity, no data needed,
     then compile its sparse kernels and measure the speedup on this machine."""
@@ -68,7 +65,7 @@ def compress(model: Path, out_dir: Path, entries, library_size, connectivity, co
     from worker.pipeline import run_pipeline
 
     config = CompressionConfig(entries=entries, library_size=library_size, connectivity=connectivity,
-                               connectivity_allocation=connectivity_allocation, pattern_group=pattern_group,
+                               connectivity_allocation=connectivity_allocation,
                                target_compression=target_compression, synthetic=synthetic,
                                synthetic_samples=samples, synthetic_steps=steps, recovery_steps=recovery_steps,
                                time_budget_s=time_budget, input_shape=input_shape, seed=seed, device=device)

@@ -15,8 +15,6 @@ EXPLANATIONS = {
     "connectivity_allocation": "What connectivity is a fraction of: the 3x3 FLOPs (the kernels cheapest per FLOP "
                                "go), all 3x3 kernels (the cheapest go), or every layer's kernels (uniform).",
     "target_compression": "Overall 3x3-conv compression ratio instead of a uniform connectivity, e.g. 4.5.",
-    "pattern_group": "Filters that share one pattern per input channel: 1 = each kernel its own (most faithful); "
-                     "4 = faster compiled kernels (3x3 layers 1.1-1.5x) for somewhat less accuracy.",
     "prune_first_conv": "Also prune the 3-channel stem convolution (small and sensitive; off by default).",
     "prune_depthwise": "Also prune depthwise convolutions.",
     "linear_sparsity": "What to do with 1x1 convolutions and linear layers.",

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 
 from worker.engine.connectivity import keep_kernels
-from worker.engine.filter_groups import assign_groups
 from worker.engine.layer_stats import LayerStats
 from worker.engine.obs_select import inverse_blocks, obs_project, sequential_obs_project
 from worker.engine.patterns import best_patterns, expand_mask
@@ -27,14 +26,10 @@ class PruneResult:
     relative_error: float       # post-BN relative reconstruction error on the synthetic inputs
 
 
-def project(weight: torch.Tensor, masks: torch.Tensor, rate: float,
-            groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Euclidean projection of a (Cout, Cin, 3, 3) weight onto the pattern+connectivity set (with `groups`, the
-    set where each filter group shares its pattern and kept kernels per input channel, filter_groups.py)."""
-    idx, kept = best_patterns(weight, masks, groups=groups)
+def project(weight: torch.Tensor, masks: torch.Tensor, rate: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euclidean projection of a (Cout, Cin, 3, 3) weight onto the pattern+connectivity set."""
+    idx, kept = best_patterns(weight, masks)
     keep = keep_kernels(kept, rate)
-    if groups is not None:
-        idx, keep = idx[groups], keep[groups]
     return expand_mask(idx, keep, masks), torch.where(keep, idx, torch.full_like(idx, -1))
 
 
@@ -102,13 +97,11 @@ SELECTIONS = ("euclidean", "obs-dense", "obs-final", "obs-admm", "obs-seq")
 
 def admm_prune(weight0: torch.Tensor, st: LayerStats, masks: torch.Tensor, rate: float, scale: torch.Tensor,
                iterations: int = 30, rho0: float = 1e-3, rho_growth: float = 1.4, ridge: float = 1e-4,
-               selection: str = "euclidean", obs_damp: float = 1e-2, group_size: int = 1) -> PruneResult:
+               selection: str = "euclidean", obs_damp: float = 1e-2) -> PruneResult:
     """Prune one 3x3 conv: ADMM towards the set, hard projection, masked least squares on the fixed mask.
     `selection` prices the masks: "euclidean" (magnitude of the ADMM iterate), "obs-final" (ADMM as before, the
     final mask by the loss each choice costs, obs_select.py), "obs-admm" (every Z-step priced that way too),
-    "obs-dense" (no ADMM: the loss-priced mask of the unconstrained least-squares optimum).
-    `group_size` > 1: filters share patterns in groups of that size (filter_groups.py), grouped once from the
-    original weights in the post-BatchNorm scale."""
+    "obs-dense" (no ADMM: the loss-priced mask of the unconstrained least-squares optimum)."""
     if selection not in SELECTIONS:
         raise ValueError(f"unknown mask selection {selection!r}")
     cout, cin = weight0.shape[:2]
@@ -119,21 +112,20 @@ def admm_prune(weight0: torch.Tensor, st: LayerStats, masks: torch.Tensor, rate:
     need_eig = iterations or selection != "euclidean"
     evals, Q = torch.linalg.eigh(Hn) if need_eig else (None, None)
     W0 = weight0.reshape(cout, -1).double().to(Hn.device) * s
-    groups = assign_groups(W0.reshape(weight0.shape), masks, group_size)
     blocks = None
     if selection != "euclidean":
         blocks = inverse_blocks((Q / (evals.clamp_min(0) + obs_damp)) @ Q.T, cin)
 
     def select(V):
         if blocks is None:
-            return project(V.reshape(weight0.shape), masks.double(), rate, groups)
-        return obs_project(V.reshape(weight0.shape), blocks, masks.double(), rate, groups)
+            return project(V.reshape(weight0.shape), masks.double(), rate)
+        return obs_project(V.reshape(weight0.shape), blocks, masks.double(), rate)
 
     if selection in ("obs-dense", "obs-seq"):
         W = (((Bn + ridge * W0) @ Q) / (evals.clamp_min(0) + ridge)) @ Q.T
         if selection == "obs-seq":
             Hd = Hn + obs_damp * torch.eye(Hn.shape[0], dtype=Hn.dtype, device=Hn.device)
-            mask, idx = sequential_obs_project(W.reshape(weight0.shape), Hd, masks, rate, blocks, groups)
+            mask, idx = sequential_obs_project(W.reshape(weight0.shape), Hd, masks, rate, blocks)
         else:
             mask, idx = select(W)
         return _finish(weight0, st, mask, idx, scale, ridge)
@@ -142,8 +134,7 @@ def admm_prune(weight0: torch.Tensor, st: LayerStats, masks: torch.Tensor, rate:
     rho = rho0
     for _ in range(iterations):
         W = (((Bn + rho * (Z - U)) @ Q) / (evals.clamp_min(0) + rho)) @ Q.T
-        m, _ = select(W + U) if selection == "obs-admm" else \
-            project((W + U).reshape(weight0.shape), masks.double(), rate, groups)
+        m, _ = select(W + U) if selection == "obs-admm" else project((W + U).reshape(weight0.shape), masks.double(), rate)
         Z = (W + U) * m.reshape(cout, -1)
         U = U + W - Z
         rho *= rho_growth
@@ -153,10 +144,9 @@ def admm_prune(weight0: torch.Tensor, st: LayerStats, masks: torch.Tensor, rate:
 
 
 def magnitude_prune(weight0: torch.Tensor, st: LayerStats | None, masks: torch.Tensor, rate: float,
-                    scale: torch.Tensor, refit: bool = True, ridge: float = 1e-4, group_size: int = 1) -> PruneResult:
+                    scale: torch.Tensor, refit: bool = True, ridge: float = 1e-4) -> PruneResult:
     """The baseline: project the original weights by magnitude; optionally refit them by masked least squares."""
-    scaled = weight0.double() * scale.double().view(-1, 1, 1, 1)
-    mask, idx = project(scaled, masks.double(), rate, assign_groups(scaled, masks, group_size))
+    mask, idx = project(weight0.double() * scale.double().view(-1, 1, 1, 1), masks.double(), rate)
     if st is None or not refit:
         w = weight0 * mask
         err = objective(w.reshape(w.shape[0], -1), st, scale) if st is not None else float("nan")

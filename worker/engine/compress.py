@@ -21,7 +21,6 @@ from worker.engine.config import (CompressionConfig, ConnectivityAllocation, Lin
 from worker.engine.connectivity import check_rate
 from worker.engine.errors import EngineError, InvalidConfigError, UnsupportedModelError
 from worker.engine.fidelity import measure_fidelity
-from worker.engine.filter_groups import check_group_size
 from worker.engine.image_pool import ImagePool, PoolSettings
 from worker.engine.layers import CONV3X3, DEPTHWISE, FIRST_CONV, check_weights_finite, execution_order
 from worker.engine.patterns import candidate_patterns, pattern_library, pattern_masks
@@ -79,7 +78,6 @@ def validate_config(config: CompressionConfig, input_shape: tuple[int, ...]) -> 
     if not isinstance(config.library_size, int) or config.library_size < 1:
         raise InvalidConfigError(f"library_size must be a positive integer, got {config.library_size!r}")
     check_rate(config.connectivity, "connectivity")
-    check_group_size(config.pattern_group)
     check_rate(config.linear_rate, "linear_rate")
     if config.target_compression is not None and not (isinstance(config.target_compression, (int, float))
                                                       and math.isfinite(config.target_compression)
@@ -204,7 +202,7 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
                      linear_sparsity=config.linear_sparsity, linear_rate=config.linear_rate,
                      method=config.extra.get("method", "admm"), bn_correction=config.extra.get("bn_correction", True),
                      selection=config.extra.get("mask_selection", "euclidean"),
-                     residual_targets=config.extra.get("residual_targets", True), pattern_group=config.pattern_group)
+                     residual_targets=config.extra.get("residual_targets", True))
     pruned = [l for l in layers if prunes(l, plan, config)]
     three = [l for l in pruned if l.kind in (CONV3X3, FIRST_CONV)]
     depthwise = [l for l in pruned if l.kind == DEPTHWISE]

@@ -31,10 +31,6 @@ class CompressionConfig:
     # 87.15 (but ~25% more FLOPs kept), uniform 77.70 / 86.55 (docs/benchmarks/engine.md). Ignored when
     # target_compression is set.
     connectivity_allocation: ConnectivityAllocation = "flops"
-    # Filters that share one pattern and the kept kernels per input channel, in groups of this size (1 = every
-    # kernel its own pattern, the paper's). 4 lets the compiled kernels feed every input load into 4 FMAs: 3x3
-    # layers measured 1.1-1.5x faster, for less freedom in the masks (docs/benchmarks/engine.md).
-    pattern_group: int = 1
     prune_first_conv: bool = False  # the 3-input-channel stem is tiny and sensitive
     prune_depthwise: bool = False
     linear_sparsity: LinearSparsity = "dense"  # 1x1 convs and Linear layers

@@ -46,7 +46,6 @@ def build_report(student: nn.Module, layers: list[PrunableLayer], pruned: list[P
     removed = sum(e["total_weights"] - e["kept_weights"] for e in entries)
     return {
         "pattern_library": [list(p) for p in library],
-        "pattern_group": config.pattern_group,
         "layers": entries,
         "params_before": params_before, "params_after": params_before - removed,
         "flops_before": flops_before, "flops_after": flops_after,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 
 from worker.engine.connectivity import keep_kernels
-from worker.engine.filter_groups import group_sum
 from worker.engine.patterns import expand_mask
 
 
@@ -42,25 +41,19 @@ def removal_costs(W: torch.Tensor, blocks: torch.Tensor, masks: torch.Tensor) ->
     return costs.clamp_min(0), whole.clamp_min(0)
 
 
-def obs_project(W: torch.Tensor, blocks: torch.Tensor, masks: torch.Tensor, rate: float,
-                groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def obs_project(W: torch.Tensor, blocks: torch.Tensor, masks: torch.Tensor, rate: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Like admm.project but priced by the loss: W (Cout, Cin, 3, 3) in the scaled space. Each kernel takes the
     cheapest pattern; then the `rate` fraction of kernels whose removal adds least loss on top is removed.
-    With `groups` both choices are per (filter group, channel) on the group's summed costs.
     Returns (bool mask like W, pattern index per kernel with -1 = removed)."""
     cout, cin = W.shape[:2]
     costs, whole = removal_costs(W.reshape(cout, cin, 9), blocks, masks)
-    if groups is not None:
-        costs, whole = group_sum(costs, groups), group_sum(whole, groups)
     best, idx = costs.min(-1)
     keep = keep_kernels(whole - best, rate)
-    if groups is not None:
-        idx, keep = idx[groups], keep[groups]
     return expand_mask(idx, keep, masks), torch.where(keep, idx, torch.full_like(idx, -1))
 
 
 def sequential_obs_project(W: torch.Tensor, H: torch.Tensor, masks: torch.Tensor, rate: float,
-                           blocks: torch.Tensor, groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                           blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """SparseGPT/OBC-style: kernels (input channels) in order, each priced with the inverse Hessian of the
     weights not yet fixed, its pattern chosen, and the loss its removed weights cause compensated in the later
     kernels before the next one is priced. Kernels removed by connectivity are chosen first (obs_project's rule).
@@ -68,7 +61,7 @@ def sequential_obs_project(W: torch.Tensor, H: torch.Tensor, masks: torch.Tensor
     diagonal blocks. Returns (bool mask like W, pattern index per kernel with -1 = removed)."""
     cout, cin = W.shape[:2]
     masks = masks.double()
-    _, keep_idx = obs_project(W, blocks, masks, rate, groups)
+    _, keep_idx = obs_project(W, blocks, masks, rate)
     keep = keep_idx >= 0
     U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     W = W.reshape(cout, -1).double().clone()
@@ -77,8 +70,7 @@ def sequential_obs_project(W: torch.Tensor, H: torch.Tensor, masks: torch.Tensor
         b = slice(c * 9, c * 9 + 9)
         Ub = U[b, b]
         costs, _ = removal_costs(W[:, b].reshape(cout, 1, 9), (Ub.T @ Ub).unsqueeze(0), masks)
-        costs = costs[:, 0] if groups is None else group_sum(costs[:, 0], groups)[groups]
-        idx[:, c] = costs.argmin(-1)
+        idx[:, c] = costs[:, 0].argmin(-1)
         drop = (masks[idx[:, c]] < 0.5) | ~keep[:, c, None]  # Cout x 9
         for j in range(9):
             col = c * 9 + j

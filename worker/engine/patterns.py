@@ -10,7 +10,6 @@ from itertools import combinations
 import torch
 
 from worker.engine.errors import InvalidConfigError
-from worker.engine.filter_groups import group_sum
 
 CENTRE = 4
 
@@ -78,17 +77,12 @@ def _improve_by_swaps(kept: torch.Tensor, chosen: list[int], rounds: int = 5) ->
     return chosen
 
 
-def best_patterns(weight: torch.Tensor, masks: torch.Tensor, metric: torch.Tensor | None = None,
-                  groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def best_patterns(weight: torch.Tensor, masks: torch.Tensor, metric: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """For each kernel of a (Cout, Cin, 3, 3) weight pick the library pattern keeping most energy.
     Returns (pattern index per kernel [Cout, Cin], kept energy per kernel [Cout, Cin]).
-    `metric` (optional [Cout] weights) scales each output channel's energy; it does not change the choice.
-    With `groups` (group id per filter, filter_groups.py) the choice is per (group, channel), on the group's
-    summed energy, and both results have one row per group."""
+    `metric` (optional [Cout] weights) scales each output channel's energy; it does not change the choice."""
     energy = weight.reshape(weight.shape[0], weight.shape[1], 9).pow(2)
     kept = energy @ masks.T.to(energy)  # Cout x Cin x P
-    if groups is not None:
-        kept = group_sum(kept, groups)
     best, idx = kept.max(-1)
     if metric is not None:
         best = best * metric[:, None]

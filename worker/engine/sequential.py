@@ -33,7 +33,6 @@ class PrunePlan:
     # fit convs feeding a residual add so the SUM matches the dense model (residual_targets.py): measured +1.3 (ResNet-20,
     # two input seeds), +0.6 / +2.1 (ResNet-56, pattern-only / 50% connectivity), docs/benchmarks/engine.md
     residual_targets: bool = True
-    pattern_group: int = 1  # filters sharing one pattern per input channel (filter_groups.py)
 
 
 def bn_scale(bn: nn.Module | None, cout: int) -> torch.Tensor:
@@ -88,10 +87,10 @@ def prune_sequentially(student: nn.Module, teacher: nn.Module, layers: list[Prun
             rate = plan.rates.get(layer.name, 0.0)
             if plan.method == "admm":
                 res = admm_prune(w0, st, plan.library_masks, rate, scale, plan.admm_iterations, ridge=plan.ridge,
-                                 selection=plan.selection, obs_damp=plan.obs_damp, group_size=plan.pattern_group)
+                                 selection=plan.selection, obs_damp=plan.obs_damp)
             else:
                 res = magnitude_prune(w0, st, plan.library_masks, rate, scale, refit=plan.method == "magnitude",
-                                      ridge=plan.ridge, group_size=plan.pattern_group)
+                                      ridge=plan.ridge)
         else:
             res = _prune_dense_layer(w0, st, plan, scale)
         with torch.no_grad():

@@ -114,8 +114,6 @@ def test_no_batchnorm_falls_back_to_prior_inversion(tmp_path):
     ({"synthetic_samples": 0}, "synthetic_samples"), ({"synthetic_samples": 10**9}, "synthetic_samples"),
     ({"linear_sparsity": "1:8"}, "linear_sparsity"), ({"device": "tpu"}, "device"),
     ({"connectivity_allocation": "random"}, "connectivity_allocation must be one of flops, weights, uniform"),
-    ({"pattern_group": 0}, "pattern_group"), ({"pattern_group": 17}, "pattern_group"),
-    ({"pattern_group": 2.5}, "pattern_group"), ({"pattern_group": True}, "pattern_group"),
 ])
 def test_bad_options_are_named(tmp_path, overrides, match):
     with pytest.raises(InvalidConfigError, match=match):
