@@ -103,6 +103,20 @@ def _compile_and_measure(work: Path, report: dict, compression: CompressionConfi
             report["speed"] = kernels.benchmark(loaded.module, package, example, runs=options.bench_runs,
                                                 progress=progress)
             report["seconds"]["measure"] = round(time.monotonic() - t0, 3)
+            slower = slower_than_onnxruntime(report["speed"])
+            if slower:
+                report.setdefault("warnings", []).append(slower)
+
+
+def slower_than_onnxruntime(speed: dict) -> str | None:
+    """A warning when the compiled package lost to dense ONNX Runtime at batch 1 on this worker: then the
+    pruned model itself, served by ONNX Runtime, is the faster choice (small models are bound by per-layer
+    call overhead, docs/benchmarks/kernels.md)."""
+    ratio = speed.get("speedup_vs_onnxruntime")
+    if not isinstance(ratio, (int, float)) or ratio >= 1.0:
+        return None
+    return (f"the compiled sparse package ran {ratio:.2f}x as fast as dense ONNX Runtime at batch 1 on this worker "
+            "(slower): serving the pruned model with ONNX Runtime is faster here")
 
 
 def _zip_folder(folder: Path, zip_path: Path) -> None:

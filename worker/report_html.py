@@ -138,6 +138,7 @@ def report_view(report: dict) -> dict:
         "compression": compression_view(as_dict(report.get("compression"))),
         "speed": speed_view(speed), "fidelity": fidelity_view(as_dict(report.get("fidelity"))),
         "sizes": sizes_view(as_dict(report.get("sizes")), speed), "latency_series": LATENCY_SERIES,
+        "warnings": [str(w) for w in as_list(report.get("warnings")) if w],
     }
 
 

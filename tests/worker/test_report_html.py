@@ -95,6 +95,25 @@ def test_hostile_strings_are_escaped():
     assert "&lt;script&gt;" in html
 
 
+def test_warnings_are_shown_escaped_and_absent_without_any():
+    assert "zd-warnings" not in render_report_section(full_report())
+    report = full_report()
+    report["warnings"] = ["no BatchNorm in the model: inputs were prior-inverted", "<b>x</b>", None]
+    box = re.search(r'<ul class="zd-warnings".*?</ul>', render_report_section(report)).group(0)
+    assert box.count("<li>") == 2 and "prior-inverted" in box and "&lt;b&gt;x&lt;/b&gt;" in box
+    report["warnings"] = "not a list"
+    assert "zd-warnings" not in render_report_section(report)
+
+
+@pytest.mark.parametrize("ratio, warned", [(0.62, True), (1.0, False), (1.4, False), (None, False), ("x", False)])
+def test_a_package_slower_than_onnxruntime_is_a_warning(ratio, warned):
+    from worker.pipeline import slower_than_onnxruntime
+    warning = slower_than_onnxruntime({"speedup_vs_onnxruntime": ratio})
+    assert bool(warning) == warned
+    if warned:
+        assert "0.62x" in warning and "ONNX Runtime" in warning
+
+
 def test_summary_and_speedup():
     report = full_report()
     assert speedup_batch1(report) == pytest.approx(2.0)
