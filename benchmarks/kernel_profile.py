@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import operator
 import tempfile
 import time
 from pathlib import Path
@@ -40,12 +41,14 @@ class _TimedInterpreter(fx.Interpreter):
 def _kind(node: fx.Node, gm) -> str:
     if node.op == "call_module" and node.target.startswith("zd_compiled"):
         return "compiled conv (sparse kernel)"
+    if node.op == "call_module" and node.target.startswith("zd_segment"):
+        return "compiled convs (a run of them in one library call)"
     if node.op == "call_module" and node.target.startswith("zd_max_pool"):
         return "compiled max-pool (library)"
     target = str(node.target)
     if "convolution" in target or "conv2d" in target:
         return "dense conv: " + ("1x1" if "downsample" in str(node.meta.get("nn_module_stack", "")) else "other")
-    if node.op in ("placeholder", "output", "get_attr"):
+    if node.op in ("placeholder", "output", "get_attr") or node.target is operator.getitem:
         return "graph plumbing"
     return "torch op: " + target.replace("aten.", "").split(".")[0]
 

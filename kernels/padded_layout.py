@@ -68,7 +68,7 @@ class PaddedLayoutConv:
         fn = getattr(load_library(conv.library), conv.symbol + "_io")
         fn.restype = None
         fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        self.spec, self.io, self._fn = s, io, fn
+        self.spec, self.io, self._fn, self.library = s, io, fn, conv.library
         length = padded_layout_len(s.height, s.width)  # the output map is the input map
         self._in_shape = (s.in_channels, length) if io & IN_PADDED else (s.in_channels, s.height, s.width)
         self._res_shape = (s.out_channels, length) if io & RES_PADDED else (s.out_channels, s.height, s.width)

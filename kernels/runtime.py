@@ -78,14 +78,15 @@ def _dense_layers(package_dir: Path, manifest: dict, sparse: list[dict]) -> dict
 
 
 def load(package_dir: Path, *, cache_dir: Path | None = None, dense: bool = False,
-         padded_layout: bool = True) -> nn.Module:
+         padded_layout: bool = True, segments: bool = True) -> nn.Module:
     """Open a package written by compile_model; the module takes and returns what the model did.
 
     dense=True runs the compiled layers as dense torch convs instead (from the compact weights):
     the package's own dense baseline, for benchmarking a package without its original model.
     padded_layout=False hands every activation between compiled layers over as NCHW (each 3x3 layer pads its
     own input), for comparisons; the default passes them in the padded layout where it can
-    (kernels/padded_layout.py)."""
+    (kernels/padded_layout.py). segments=False calls every compiled layer from Python instead of each run of them
+    in one library call (kernels/segments.py)."""
     from kernels.conv_op import CompiledConv
     keep_freed_memory()  # the torch parts of the model must not page-fault their buffers in on every call
     package_dir = Path(package_dir)
@@ -120,6 +121,9 @@ def load(package_dir: Path, *, cache_dir: Path | None = None, dense: bool = Fals
         if padded_layout:
             from kernels.padded_layout import chain_padded_layouts
             chain_padded_layouts(graph)
+        if segments:
+            from kernels.segments import fuse_compiled_segments
+            fuse_compiled_segments(graph)
     return PackagedModel(graph, manifest, library)
 
 

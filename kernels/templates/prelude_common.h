@@ -36,3 +36,25 @@ static void zd_split(const int64_t* prefix, int n, int tid, int nt, int* lo, int
   *lo = tid == 0 ? 0 : zd_first_at(prefix, n, total * tid / nt);
   *hi = tid == nt - 1 ? n : zd_first_at(prefix, n, total * (tid + 1) / nt);
 }
+
+// A run of compiled layers in one call from Python (kernels/segments.py): each step names its layer's entry and
+// where its input, residual and output live, as slot base + offset per batch item (floats). Saves the ~7 us of
+// Python and torch.empty per layer that made small CIFAR models call-bound. Weak: one copy per translation unit.
+struct zd_step {
+  const void* fn;  // zd_<layer> (io < 0) or zd_<layer>_io
+  int64_t in_off, res_off, out_off;
+  int32_t in_slot, res_slot, out_slot, io;  // res_slot < 0: no residual
+};
+typedef void (*zd_layer_fn)(const float*, const float*, float*, int, int);
+typedef void (*zd_layer_io_fn)(const float*, const float*, float*, int, int, int);
+
+extern "C" __attribute__((weak)) void zd_run_steps(const zd_step* steps, int n_steps, float* const* slots, int batch, int threads) {
+  for (int i = 0; i < n_steps; ++i) {
+    const zd_step& s = steps[i];
+    const float* x = slots[s.in_slot] + s.in_off * batch;
+    const float* r = s.res_slot < 0 ? nullptr : slots[s.res_slot] + s.res_off * batch;
+    float* y = slots[s.out_slot] + s.out_off * batch;
+    if (s.io < 0) ((zd_layer_fn)s.fn)(x, r, y, batch, threads);
+    else ((zd_layer_io_fn)s.fn)(x, r, y, batch, threads, s.io);
+  }
+}

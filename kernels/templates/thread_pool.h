@@ -72,16 +72,43 @@ static zd_gomp_parallel_fn zd_gomp() {
   return zd_forked.load(std::memory_order_relaxed) ? nullptr : fn;
 }
 
+// omp_get_thread_num of the same libgomp (0 = the caller), or null without one.
+typedef int (*zd_omp_thread_num_fn)(void);
+static zd_omp_thread_num_fn zd_omp_thread_num() {
+  static zd_omp_thread_num_fn fn = [] {
+    void* lib = dlopen("libgomp.so.1", RTLD_NOLOAD | RTLD_LAZY);
+    return lib ? (zd_omp_thread_num_fn)dlsym(lib, "omp_get_thread_num") : (zd_omp_thread_num_fn) nullptr;
+  }();
+  return fn;
+}
+
+// Items are split into one contiguous range per team thread, taken in the same order on every call, so a thread
+// reads mostly what it wrote in the previous layer: on CIFAR maps (~25 us layers) dynamic claiming moved each
+// layer's activations between the cores' caches and two threads ran slower than one. A thread done with its own
+// range takes items from the others' (a late or descheduled team thread never stalls the call).
+struct alignas(64) zd_range { std::atomic<int> next; int end; };
+static const int ZD_MAX_TEAM = 64;
 struct zd_team_job {
-  zd_item_fn fn; void* ctx; int n; std::atomic<int> next;
+  zd_item_fn fn; void* ctx; int parts;
   pthread_t caller; std::chrono::steady_clock::time_point caller_done;
+  zd_range ranges[ZD_MAX_TEAM];
+  zd_team_job(zd_item_fn f, void* c, int n, int team) : fn(f), ctx(c), parts(team), caller(pthread_self()) {
+    for (int t = 0; t < team; ++t) {
+      ranges[t].next.store((int)((long long)n * t / team), std::memory_order_relaxed);
+      ranges[t].end = (int)((long long)n * (t + 1) / team);
+    }
+  }
 };
-// Every OpenMP team thread claims items until none are left (a late thread finds nothing to do).
 static void zd_team_body(void* data) {
   zd_team_job* job = (zd_team_job*)data;
-  for (int i = job->next.fetch_add(1, std::memory_order_relaxed); i < job->n;
-       i = job->next.fetch_add(1, std::memory_order_relaxed))
-    job->fn(job->ctx, i);
+  zd_omp_thread_num_fn rank = zd_omp_thread_num();
+  const int me = (rank ? rank() : 0) % job->parts;
+  for (int k = 0; k < job->parts; ++k) {
+    zd_range& r = job->ranges[(me + k) % job->parts];
+    for (int i = r.next.fetch_add(1, std::memory_order_relaxed); i < r.end;
+         i = r.next.fetch_add(1, std::memory_order_relaxed))
+      job->fn(job->ctx, i);
+  }
   if (pthread_equal(pthread_self(), job->caller)) job->caller_done = std::chrono::steady_clock::now();
 }
 
@@ -194,8 +221,9 @@ static void zd_parallel(int threads, int n, zd_item_fn fn, void* ctx) {
   }
   zd_gomp_parallel_fn gomp = zd_gomp();
   if (gomp && zd_use_gomp()) {
-    zd_team_job job{fn, ctx, n, {0}, pthread_self(), {}};
-    gomp(zd_team_body, &job, (unsigned)(threads < n ? threads : n), 0);
+    const int team = threads < n ? (threads < ZD_MAX_TEAM ? threads : ZD_MAX_TEAM) : n;
+    zd_team_job job(fn, ctx, n, team);
+    gomp(zd_team_body, &job, (unsigned)team, 0);
     zd_note_barrier_wait(std::chrono::steady_clock::now() - job.caller_done);
     return;
   }

@@ -191,7 +191,9 @@ def _io_bits(compiled) -> dict[str, int]:
 def test_models_chain_the_expected_edges_and_stay_bit_identical(factory, shape, expected, tmp_path, cache):
     model = factory()
     kernels.compile_model(model, big_example(shape=shape), tmp_path / "pkg", tune=False, cache_dir=cache)
-    chained, plain = kernels.load(tmp_path / "pkg"), kernels.load(tmp_path / "pkg", padded_layout=False)
+    # layer calls (segments=False): the io bits are read off each layer's module
+    chained = kernels.load(tmp_path / "pkg", segments=False)
+    plain = kernels.load(tmp_path / "pkg", padded_layout=False, segments=False)
     assert _io_bits(chained) == expected
     assert not any(_io_bits(plain).values())
     pools = [m for m in chained.graph.modules() if isinstance(m, CompiledMaxPool)]
@@ -207,7 +209,7 @@ def test_models_chain_the_expected_edges_and_stay_bit_identical(factory, shape, 
 def test_batch_dispatched_layers_keep_nchw_on_both_sides(tmp_path, cache):
     model = pattern_tiny_resnet()
     kernels.compile_model(model, big_example(), tmp_path / "pkg", tune=False, cache_dir=cache)
-    compiled = kernels.load(tmp_path / "pkg", padded_layout=False)
+    compiled = kernels.load(tmp_path / "pkg", padded_layout=False, segments=False)
     layer = next(m for m in compiled.graph.modules() if isinstance(m, CompiledLayer) and m.layer == "layer1.conv1")
     layer.kernel = BatchDispatch(layer.kernel, layer.kernel, 2)  # runs NCHW (dense at batch >= 2 in a package)
     assert chain_padded_layouts(compiled.graph) == 0  # its producer, itself and its reader all stay NCHW
