@@ -3,6 +3,8 @@
 ResNet-18 / ResNet-50 follow the ImageNet layout (7x7 stem, max-pool, stride in the 3x3 conv: v1.5),
 VGG-16 the usual CIFAR variant with BatchNorm. Weights are random; BN statistics are randomised
 so folding does real work. Speed does not depend on the values, only on where the zeros are.
+`resnet56_cifar` is the shared pretrained ResNet-56 (the model a default job prunes; not in the default list,
+since it needs ../shared), with the same random masks.
 """
 from __future__ import annotations
 
@@ -109,11 +111,18 @@ def vgg16_cifar() -> nn.Module:
     return CifarVGG16()
 
 
+def resnet56_cifar() -> nn.Module:
+    from benchmarks.cifar_resnet import load_cifar_resnet
+    from benchmarks.shared_assets import SHARED_MODELS
+    return load_cifar_resnet(SHARED_MODELS / "resnet56_cifar10.pt2")
+
+
 MODELS = {  # name -> (factory, input shape at batch 1)
     "resnet18": (resnet18, (1, 3, 224, 224)),
     "vgg16_cifar": (vgg16_cifar, (1, 3, 32, 32)),
     "resnet50": (resnet50, (1, 3, 224, 224)),
 }
+EXTRA_MODELS = {"resnet56_cifar": (resnet56_cifar, (1, 3, 32, 32))}
 
 
 def pattern_library(size: int = 8, entries: int = 4, seed: int = 0) -> list[tuple[int, ...]]:
@@ -163,7 +172,7 @@ def apply_pattern_masks(model: nn.Module, connectivity: float = 0.0, library_siz
 
 def build(name: str, connectivity: float = 0.0, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
     """A pattern-pruned benchmark model in eval mode and its batch-1 input shape."""
-    factory, shape = MODELS[name]
+    factory, shape = {**MODELS, **EXTRA_MODELS}[name]
     torch.manual_seed(seed)
     model = factory()
     randomise_batchnorm(model, seed)

@@ -39,11 +39,12 @@ def padded_layout_len(height: int, width: int) -> int:
 
 def same_padded(spec: ConvSpec) -> bool:
     """Input and output share the padded layout: 3x3, stride 1, padding 1, dilation 1 (output map = input), on
-    maps where the layout's fixed slack is at most a fifth of the plane. On smaller maps the larger channel
-    stride cost more than the pad pass it saves (ResNet-18 4/9, 14x14 and 7x7 layers called NCHW: 0.03-0.06 ms
-    slower each, docs/benchmarks/kernels.md, session 7), so they keep their tight per-tile planes."""
+    maps whose padded plane is at least half the layout's fixed slack (7x7 and up). Since runs of layers execute
+    in one call (kernels/segments.py) the layout pays on 8x8 and 16x16 maps too: the pad pass it saves ran on
+    the calling thread alone (random-mask ResNet-56, batch 1, 2 threads: 8-11% faster; ResNet-18 and VGG-16
+    within noise, docs/benchmarks/kernels.md, session 14). On 4x4 and 2x2 maps the slack would be 4-8x the plane."""
     return (spec.kernel_size, spec.stride, spec.padding, spec.dilation) == (3, 1, 1, 1) \
-        and (spec.height + 2) * (spec.width + 2) >= 5 * (MAX_TILE_FLOATS + 2)
+        and 2 * (spec.height + 2) * (spec.width + 2) >= MAX_TILE_FLOATS + 2
 
 
 @dataclass(frozen=True)
