@@ -145,6 +145,7 @@ def submit(model, server, api_key, entries, library_size, connectivity, target_c
            overrides, webhook_url, wait, out_dir, min_speedup, min_agreement, max_size_mb, wait_timeout, poll,
            http_timeout, quiet) -> None:
     """Upload MODEL, start a compression job and (with --wait) gate on its report."""
+    from app.cli.model_file import self_contained
     from app.client import EXIT_GATE, EXIT_JOB_FAILED, ClientError
 
     config = _config_from_options(dict(
@@ -157,7 +158,8 @@ def submit(model, server, api_key, entries, library_size, connectivity, target_c
     bar = None
     try:
         with _client(server, api_key, http_timeout) as client:
-            uploaded = _upload_with_bar(client, model, quiet)
+            with self_contained(model) as model_file:
+                uploaded = _upload_with_bar(client, model_file, quiet)
             job = client.create_job(uploaded["id"], config, webhook_url)
             click.echo(f"job {job['id']} created on model {uploaded['id']} ({uploaded.get('format')})", err=True)
             if not wait:

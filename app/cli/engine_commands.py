@@ -59,6 +59,7 @@ def compress(model: Path, out_dir: Path, entries, library_size, connectivity, co
     then compile its sparse kernels and measure the speedup on this machine."""
     import warnings
 
+    from app.cli.model_file import self_contained
     from app.cli.progress_bar import TqdmProgress
     from kernels.errors import KernelError
     from worker.engine.errors import EngineError
@@ -75,7 +76,8 @@ def compress(model: Path, out_dir: Path, entries, library_size, connectivity, co
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch deprecation notes, not the user's concern
             options = {"compile": compile_, "measure": measure, "tune": tune}
-            report = run_pipeline(model, out_dir, {**config.to_dict(), **options}, progress, force=force)
+            with self_contained(model) as model_file:
+                report = run_pipeline(model_file, out_dir, {**config.to_dict(), **options}, progress, force=force)
     except (EngineError, KernelError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:  # e.g. an output folder we may not write to

@@ -45,9 +45,11 @@ def _load_dense(path: Path, input_shape: tuple[int, ...] | None):
     """(module, example input) from a model file, via the engine's safe loaders."""
     import torch
     from worker.engine.errors import EngineError
+    from app.cli.model_file import self_contained
     from worker.engine.formats import load_model
     try:
-        loaded = load_model(path, input_shape=input_shape)
+        with self_contained(path) as model_file:
+            loaded = load_model(model_file, input_shape=input_shape)
     except EngineError as exc:
         raise click.ClickException(str(exc)) from None
     shape = input_shape or loaded.input_shape

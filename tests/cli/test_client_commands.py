@@ -86,6 +86,21 @@ def test_invalid_option_is_refused_by_the_server(service, key, model_file):
     assert "HTTP 422" in result.stderr and "entries" in result.stderr
 
 
+def test_split_onnx_is_uploaded_as_one_file(service, key, tmp_path):
+    """torch.onnx.export's default writes model.onnx + model.onnx.data; the server takes one file, so the client
+    inlines the side file before the upload (the server alone would refuse it)."""
+    import onnx
+
+    from tests.tiny_models import export_onnx, tiny_resnet
+    single = export_onnx(tiny_resnet(), tmp_path / "single.onnx")
+    onnx.save_model(onnx.load(single), tmp_path / "split.onnx", save_as_external_data=True,
+                    location="split.onnx.data", size_threshold=0)
+    result = run(["submit", str(tmp_path / "split.onnx"), "--no-compile", "--no-measure", *TINY],
+                 server=service.url, key=key)
+    assert result.returncode == 0, result.stderr
+    assert "inlined into one .onnx" in result.stderr and "(onnx)" in result.stderr
+
+
 def test_bad_key_exits_3(service, model_file):
     result = run(["submit", str(model_file)], server=service.url, key="zd_not-a-real-key")
     assert result.returncode == 3

@@ -108,7 +108,10 @@ def _check_tensor(tensor: onnx.TensorProto, label: str) -> None:
             why = "a separate file, which an upload cannot carry"
         raise UnsafeModelError(
             f"{label}: tensor {tensor.name!r} keeps its data in external file {location!r} ({why}); "
-            "external data is refused: save the model with all tensors inside the .onnx file")
+            "external data is refused: save the model with all tensors inside the .onnx file "
+            "(torch.onnx.export(..., external_data=False), or onnx.save(onnx.load('model.onnx'), "
+            "'model_single.onnx')); the zerodata CLI's compress, compile, bench and submit inline a data file "
+            "that sits next to the model themselves")
     elements = 1
     for dim in tensor.dims:
         if dim < 0:
@@ -120,6 +123,23 @@ def _check_tensor(tensor: onnx.TensorProto, label: str) -> None:
     if tensor.raw_data and item and len(tensor.raw_data) != elements * item:
         raise CorruptArchiveError(
             f"{label}: tensor {tensor.name!r} holds {len(tensor.raw_data)} bytes, its dims say {elements * item}")
+
+
+def all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every TensorProto of the model: initializers and node attributes in every graph, subgraph and function."""
+    roots = [model.graph, *(g for info in model.training_info for g in (info.initialization, info.algorithm))]
+    for function in model.functions:
+        for node in function.node:
+            yield from _attribute_tensors(node)
+            for attr in node.attribute:
+                roots += [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+    for root in roots:
+        for graph, _ in _graphs(root, ""):
+            yield from graph.initializer
+            for sparse in graph.sparse_initializer:
+                yield from (sparse.values, sparse.indices)
+            for node in graph.node:
+                yield from _attribute_tensors(node)
 
 
 def _check_value_infos(graph: onnx.GraphProto, label: str) -> None:
