@@ -16,7 +16,7 @@ from worker.engine.compress import validate_config as validate_compression_optio
 from worker.engine.errors import InvalidConfigError, UnsupportedModelError
 from worker.engine.formats.model import LoadedModel
 from worker.engine.layers import (CONV1X1, CONV3X3, DEPTHWISE, FIRST_CONV, LINEAR, check_weights_finite,
-                                  execution_order)
+                                  check_weights_float32, execution_order)
 
 
 def validate_config(config: CompressionConfig) -> None:
@@ -59,6 +59,7 @@ def resolve_input_shape(loaded: LoadedModel, config: CompressionConfig) -> tuple
 
 
 def validate_model(loaded: LoadedModel, input_shape: tuple[int, ...], config: CompressionConfig) -> None:
+    check_weights_float32(loaded.module)
     check_weights_finite(loaded.module)
     example = torch.zeros(2, *input_shape[1:])
     layers = execution_order(loaded.module, example)  # raises InvalidConfigError naming the shape

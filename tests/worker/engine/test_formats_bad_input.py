@@ -64,6 +64,16 @@ def test_nan_weights_name_the_tensor(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_model_names_the_dtype_and_the_fix(tmp_path, dtype):
+    model = tiny_resnet().to(dtype)
+    program = torch.export.export(model, (torch.randn(*INPUT_SHAPE, dtype=dtype),))
+    torch.export.save(program, str(tmp_path / "half.pt2"))
+    with pytest.raises(UnsupportedModelError, match=rf"conv1\.weight is {str(dtype)[6:]}.*model\.float\(\)"):
+        run(tmp_path / "half.pt2", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 class NoThreeByThree(nn.Module):
     def __init__(self):
         super().__init__()
