@@ -282,12 +282,96 @@ def test_resize_without_a_torch_twin_is_named(tmp_path):
 def test_unsupported_op_is_named(tmp_path):
     w = numpy_helper.from_array(np.ones((2, 3, 3, 3), np.float32), "w")
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
-             helper.make_node("ConvTranspose", ["c", "w"], ["y"], name="upsampler")]
+             helper.make_node("LRN", ["c"], ["y"], size=3, name="local_norm")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])], [w])
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])], [w])
     path = tmp_path / "unsupported.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    with pytest.raises(UnsupportedModelError, match=r"ConvTranspose .*'upsampler'"):
+    with pytest.raises(UnsupportedModelError, match=r"LRN .*'local_norm'"):
+        load_model(path)
+
+
+class UNetBlock(nn.Module):
+    """Encoder conv, stride-2 conv, transposed-conv upsampling (stride 2, pads, output_padding), skip concat."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.down = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.up = nn.ConvTranspose2d(16, 8, 3, stride=2, padding=1, output_padding=1)
+        self.up_grouped = nn.ConvTranspose2d(16, 8, 2, stride=2, groups=2, bias=False)
+        self.head = nn.Conv2d(24, 2, 3, padding=1)
+
+    def forward(self, x):
+        a = self.enc(x)
+        b = self.down(a)
+        return self.head(torch.cat([a, self.up(b), self.up_grouped(b)], 1))
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_conv_transpose_matches_onnxruntime(tmp_path, dynamo):
+    path = tmp_path / "unet.onnx"
+    torch.manual_seed(0)
+    torch.onnx.export(UNetBlock().eval(), (torch.randn(2, 3, 12, 16),), str(path), input_names=["x"],
+                      dynamo=dynamo, external_data=False, opset_version=17,
+                      **({"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamo else {"dynamic_axes": {"x": {0: "n"}}}))
+    assert "ConvTranspose" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    loaded = load_model(path)
+    x = torch.randn(3, 3, 12, 16)
+    assert_matches_ort(path, loaded.module, x)
+    assert_traces_with_dynamic_batch(loaded.module, x)
+
+
+class NormBlocks(nn.Module):
+    """A ConvNeXt-style block (depthwise 7x7, channels-last LayerNorm, GELU MLP) and a style-transfer-style
+    InstanceNorm, around a prunable 3x3 conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.dw = nn.Conv2d(16, 16, 7, padding=3, groups=16)
+        self.ln = nn.LayerNorm(16)
+        self.mlp = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 16))
+        self.conv = nn.Conv2d(16, 16, 3, padding=1)
+        self.inorm = nn.InstanceNorm2d(16, affine=True)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.mlp(self.ln(self.dw(x).permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+        return self.head(torch.relu(self.inorm(self.conv(x))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_layer_and_instance_norm_match_onnxruntime(tmp_path, dynamo):
+    path = tmp_path / "norms.onnx"
+    torch.manual_seed(0)
+    model = NormBlocks().eval()
+    with torch.no_grad():
+        for p in (model.ln.weight, model.ln.bias, model.inorm.weight, model.inorm.bias):
+            p.normal_()  # not the identity, so a wrong axis or affine shows
+    torch.onnx.export(model, (torch.randn(2, 3, 12, 16),), str(path), input_names=["x"],
+                      dynamo=dynamo, external_data=False, opset_version=17,
+                      **({"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamo else {"dynamic_axes": {"x": {0: "n"}}}))
+    found = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "LayerNormalization" in found and ("InstanceNormalization" in found or dynamo)
+    loaded = load_model(path)
+    x = torch.randn(3, 3, 12, 16)
+    assert_matches_ort(path, loaded.module, x)
+    assert_traces_with_dynamic_batch(loaded.module, x)
+
+
+@pytest.mark.parametrize("attrs, message", [({"pads": [1, 1, 0, 0]}, "asymmetric pads"),
+                                            ({"auto_pad": "SAME_UPPER"}, "auto_pad=SAME_UPPER"),
+                                            ({"output_shape": [16, 16]}, "output_shape")])
+def test_conv_transpose_without_a_torch_twin_is_named(tmp_path, attrs, message):
+    w = numpy_helper.from_array(np.ones((3, 2, 3, 3), np.float32), "w")
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], name="up", **attrs)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 16, 16])], [w])
+    path = tmp_path / "ct.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(UnsupportedModelError, match=f"ConvTranspose .*'up'.*{message}"):
         load_model(path)
 
 

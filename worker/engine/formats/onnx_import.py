@@ -46,7 +46,8 @@ _FUNCTIONS = {
     "GlobalMaxPool": ops.global_max_pool, "AveragePool": ops.average_pool, "MaxPool": ops.max_pool,
     "ReduceMean": ops.reduce_mean, "ReduceSum": ops.reduce_sum, "ReduceMax": ops.reduce_max,
     "MatMul": ops.matmul, "Gemm": ops.gemm, "PRelu": ops.prelu, "LogSoftmax": ops.log_softmax,
-    "Resize": ops.resize,
+    "Resize": ops.resize, "ConvTranspose": ops.conv_transpose, "LayerNormalization": ops.layer_normalization,
+    "InstanceNormalization": ops.instance_normalization,
 }
 _MODULE_OPS = {"Conv", "BatchNormalization", "Gemm", "MatMul", "Constant"}
 # Inputs that the op functions take as Python ints/lists: constants go in as values, not buffers, so

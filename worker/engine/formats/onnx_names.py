@@ -38,9 +38,28 @@ def normalise_attrs(op_type: str, attrs: dict, where: str, opset: int) -> dict:
     if op_type == "Resize" and ops.resize_mode(**attrs) is None:
         raise UnsupportedModelError(f"Resize {where} with {attrs} has no exact torch equivalent; supported: "
                                     "nearest (asymmetric, floor), linear and cubic (half_pixel or align_corners)")
+    if op_type == "ConvTranspose":
+        attrs = _conv_transpose_attrs(attrs, where)
+    if op_type == "LayerNormalization" and attrs.get("stash_type", 1) != 1:
+        raise UnsupportedModelError(f"LayerNormalization {where} keeps its statistics in another precision "
+                                    f"(stash_type={attrs['stash_type']}); only float32 is supported")
     if op_type == "LogSoftmax":
         attrs.setdefault("axis", -1 if opset >= 13 else 1)
     return attrs
+
+
+def _conv_transpose_attrs(attrs: dict, where: str) -> dict:
+    """What ops.conv_transpose takes; output_shape, SAME_* and asymmetric pads have no F.conv_transpose2d twin."""
+    auto_pad = attrs.pop("auto_pad", "NOTSET")
+    if auto_pad not in ("NOTSET", "VALID") or "output_shape" in attrs:
+        raise UnsupportedModelError(f"ConvTranspose {where}: auto_pad={auto_pad} / output_shape is not supported; "
+                                    "export with explicit pads")
+    if len(attrs.pop("kernel_shape", [0, 0])) != 2:
+        raise UnsupportedModelError(f"ConvTranspose {where} is not 2-D; zerodata handles 2-D convolutions")
+    pads = [0, 0, 0, 0] if auto_pad == "VALID" else list(attrs.get("pads", [0, 0, 0, 0]))
+    if pads[:2] != pads[2:]:
+        raise UnsupportedModelError(f"ConvTranspose {where} has asymmetric pads {pads}, which is not supported")
+    return {**attrs, "pads": pads}
 
 
 def scope_path(node_name: str) -> str | None:

@@ -282,6 +282,23 @@ def conv_pad(x, pads):
     return F.pad(x, [pads[1], pads[3], pads[0], pads[2]])
 
 
+def conv_transpose(x, weight, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), output_padding=(0, 0),
+                   dilations=(1, 1), group=1):
+    """ONNX ConvTranspose (2-D, symmetric pads: onnx_names.normalise_attrs refuses the rest). Not pruned: its
+    weights stay the graph's constants."""
+    return F.conv_transpose2d(x, weight, bias, stride=tuple(strides), padding=(pads[0], pads[1]),
+                              output_padding=tuple(output_padding), groups=group, dilation=tuple(dilations))
+
+
+def layer_normalization(x, scale, bias=None, axis=-1, epsilon=1e-5, stash_type=1):
+    """Normalised over the dimensions from `axis` on (ConvNeXt / transformer blocks); float32 statistics."""
+    return F.layer_norm(x, x.shape[axis:], scale, bias, epsilon)
+
+
+def instance_normalization(x, scale, bias, epsilon=1e-5):
+    return F.instance_norm(x, weight=scale, bias=bias, eps=epsilon)
+
+
 # -- activations and resampling added for segmentation-style graphs -----------------------------
 def prelu(x, slope):
     return torch.where(x >= 0, x, x * slope)
