@@ -44,8 +44,9 @@ def _batches_option(ctx, param, value):
 def _load_dense(path: Path, input_shape: tuple[int, ...] | None):
     """(module, example input) from a model file, via the engine's safe loaders."""
     import torch
-    from worker.engine.errors import EngineError
+
     from app.cli.model_file import self_contained
+    from worker.engine.errors import EngineError
     from worker.engine.formats import load_model
     try:
         with self_contained(path) as model_file:

@@ -69,4 +69,3 @@ def _read_side_file(path: Path, tensor: onnx.TensorProto) -> bytes:
     with side.open("rb") as handle:
         handle.seek(offset)
         return handle.read(length)
-
