@@ -205,6 +205,14 @@ def assert_traces_with_dynamic_batch(module, x):
         torch.testing.assert_close(program.module()(xb), module(xb), rtol=1e-5, atol=1e-5)
 
 
+def export_dynamic_batch(model: nn.Module, example: torch.Tensor, path, dynamo: bool, **options) -> set[str]:
+    """Export with a dynamic batch by either torch exporter; returns the op types in the graph."""
+    torch.onnx.export(model.eval(), (example,), str(path), input_names=["x"], dynamo=dynamo, external_data=False,
+                      **options,
+                      **({"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamo else {"dynamic_axes": {"x": {0: "n"}}}))
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
 class ViewHead(nn.Module):
     """`x.view(x.size(0), -1)`: the legacy exporter computes the target with Shape/Gather/Unsqueeze/Concat."""
 
@@ -222,9 +230,7 @@ class ViewHead(nn.Module):
 def test_exported_shape_arithmetic_stays_traceable(tmp_path, dynamo):
     path = tmp_path / "view.onnx"
     torch.manual_seed(0)
-    torch.onnx.export(ViewHead().eval(), (torch.randn(2, 3, 16, 16),), str(path), input_names=["x"],
-                      dynamo=dynamo, external_data=False,
-                      **({"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamo else {"dynamic_axes": {"x": {0: "n"}}}))
+    export_dynamic_batch(ViewHead(), torch.randn(2, 3, 16, 16), path, dynamo)
     loaded = load_model(path)
     x = torch.randn(3, 3, 16, 16)
     assert_matches_ort(path, loaded.module, x)
@@ -256,10 +262,8 @@ class SegmentationNet(nn.Module):
 def test_segmentation_ops_match_onnxruntime(tmp_path, dynamo):
     path = tmp_path / "seg.onnx"
     torch.manual_seed(0)
-    torch.onnx.export(SegmentationNet().eval(), (torch.randn(2, 3, 12, 20),), str(path), input_names=["x"],
-                      dynamo=dynamo, external_data=False, opset_version=17,
-                      **({"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamo else {"dynamic_axes": {"x": {0: "n"}}}))
-    assert {"Resize", "PRelu", "LogSoftmax"} <= {n.op_type for n in onnx.load(str(path)).graph.node}
+    found = export_dynamic_batch(SegmentationNet(), torch.randn(2, 3, 12, 20), path, dynamo, opset_version=17)
+    assert {"Resize", "PRelu", "LogSoftmax"} <= found
     loaded = load_model(path)
     x = torch.randn(3, 3, 12, 20)
     assert_matches_ort(path, loaded.module, x)
@@ -312,10 +316,7 @@ class UNetBlock(nn.Module):
 def test_conv_transpose_matches_onnxruntime(tmp_path, dynamo):
     path = tmp_path / "unet.onnx"
     torch.manual_seed(0)
-    torch.onnx.export(UNetBlock().eval(), (torch.randn(2, 3, 12, 16),), str(path), input_names=["x"],
-                      dynamo=dynamo, external_data=False, opset_version=17,
-                      **({"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamo else {"dynamic_axes": {"x": {0: "n"}}}))
-    assert "ConvTranspose" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "ConvTranspose" in export_dynamic_batch(UNetBlock(), torch.randn(2, 3, 12, 16), path, dynamo, opset_version=17)
     loaded = load_model(path)
     x = torch.randn(3, 3, 12, 16)
     assert_matches_ort(path, loaded.module, x)
@@ -350,10 +351,7 @@ def test_layer_and_instance_norm_match_onnxruntime(tmp_path, dynamo):
     with torch.no_grad():
         for p in (model.ln.weight, model.ln.bias, model.inorm.weight, model.inorm.bias):
             p.normal_()  # not the identity, so a wrong axis or affine shows
-    torch.onnx.export(model, (torch.randn(2, 3, 12, 16),), str(path), input_names=["x"],
-                      dynamo=dynamo, external_data=False, opset_version=17,
-                      **({"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamo else {"dynamic_axes": {"x": {0: "n"}}}))
-    found = {n.op_type for n in onnx.load(str(path)).graph.node}
+    found = export_dynamic_batch(model, torch.randn(2, 3, 12, 16), path, dynamo, opset_version=17)
     assert "LayerNormalization" in found and ("InstanceNormalization" in found or dynamo)
     loaded = load_model(path)
     x = torch.randn(3, 3, 12, 16)
