@@ -155,8 +155,6 @@ def _check_nodes(nodes, allowed_ops: set[tuple[str, str]], label: str, where: st
             raise UnsafeModelError(
                 f"{label}: node {node.name or node.op_type!r} in {where} uses custom operator "
                 f"{node.domain}::{node.op_type}, which needs a plugin library; refused")
-        for tensor in _attribute_tensors(node):
-            _check_tensor(tensor, label)
 
 
 def check_onnx_model(path: str | os.PathLike, max_bytes: int, label: str) -> onnx.ModelProto:
@@ -182,13 +180,10 @@ def check_onnx_model(path: str | os.PathLike, max_bytes: int, label: str) -> onn
     roots = [(model.graph, "graph")]
     roots += [(g, f"training_info[{i}]") for i, info in enumerate(model.training_info)
               for g in (info.initialization, info.algorithm)]
+    for tensor in all_tensors(model):
+        _check_tensor(tensor, label)
     for root, where in roots:
         for graph, place in _graphs(root, where):
-            for tensor in graph.initializer:
-                _check_tensor(tensor, label)
-            for sparse in graph.sparse_initializer:
-                _check_tensor(sparse.values, label)
-                _check_tensor(sparse.indices, label)
             _check_value_infos(graph, label)
             _check_nodes(graph.node, local_functions, label, place)
     for function in model.functions:
@@ -197,8 +192,6 @@ def check_onnx_model(path: str | os.PathLike, max_bytes: int, label: str) -> onn
             for attr in node.attribute:
                 for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
                     for graph, place in _graphs(sub, f"function {function.name}"):
-                        for tensor in graph.initializer:
-                            _check_tensor(tensor, label)
                         _check_nodes(graph.node, local_functions, label, place)
     try:
         onnx.checker.check_model(model)
