@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     broker_visibility_timeout_s: int = 4 * 3600
     max_attempts: int = 3  # a job whose worker died this many times is poison: failed, not retried
     worker_memory_limit_mb: int = 16 * 1024  # RLIMIT_AS of the process that loads the model; 0 = none
+    # The worker's cache (synthetic inputs, kernel builds) is trimmed to this many bytes after each job, least
+    # recently used files first; 0 = no cap.
+    cache_max_bytes: int = 20 * 1024 ** 3
     # Liveness: a running job's worker touches its row every `heartbeat_interval_s`; a running job
     # silent for `stale_after_s` lost its worker and is re-queued by the sweep.
     heartbeat_interval_s: float = 10.0

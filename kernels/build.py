@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kernels.errors import KernelBuildError
 from kernels.isa import ISA_FLAGS, check_isa, find_compiler
-from kernels.unit_cache import UnitCache
+from kernels.unit_cache import UnitCache, mark_used
 
 BASE_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fno-math-errno", "-fno-strict-aliasing"]
 COMPILE_TIMEOUT_S = 1800
@@ -70,6 +70,7 @@ def build_library(source: str, *, isa: str, cache_dir: Path, compiler: str | Non
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / f"zd_{key[:24]}.so"
     if target.exists():
+        mark_used(target)
         return target
     with tempfile.TemporaryDirectory(prefix="zd_build_", dir=cache_dir) as tmp:
         out = Path(tmp) / "kernels.so"

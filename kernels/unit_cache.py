@@ -18,6 +18,14 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def mark_used(path: Path) -> None:
+    """Refresh the mtime of a reused cache file: a cache trimmed by age then drops what no build needed lately."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass  # read-only or already gone: only the trim order suffers
+
+
 class UnitCache:
     """Object files under `root`/<tag>, each with a JSON list of the digests of the layers it compiled.
     `tag` names the prelude + flags + compiler the objects were built with."""
@@ -32,6 +40,8 @@ class UnitCache:
         for held, obj in sorted(self._entries(), key=lambda entry: -len(entry[0])):  # biggest units first
             if held and held <= wanted.keys() and obj.is_file():
                 objects.append(obj)
+                mark_used(obj)
+                mark_used(obj.with_suffix(".json"))
                 for key in held:
                     del wanted[key]
         return objects, list(wanted.values())

@@ -16,6 +16,7 @@ from app.config import Settings
 from app.db import new_session
 from app.models import Job
 from app.storage import get_storage
+from worker.cache_trim import trim_cache
 from worker.db_progress import DbProgress, LostOwnership
 from worker.engine.errors import EngineError
 from worker.heartbeat import Heartbeat
@@ -109,6 +110,7 @@ def run_claimed_job(job: Job, attempt: int, settings: Settings) -> str:
     finally:
         heartbeat.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+        trim_cache(settings.cache_dir, settings.cache_max_bytes)
     with new_session() as session:
         recorded = job_state.finish_job(session, job_id=job.id, attempt=attempt, status=status, error=error,
                                         summary=summary, artifacts=artifacts,

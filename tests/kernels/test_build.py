@@ -18,11 +18,12 @@ def test_builds_loads_and_hits_cache(tmp_path):
     isa = runnable_isas()[0]
     first = build_library(SOURCE, isa=isa, cache_dir=tmp_path)
     assert ctypes.CDLL(str(first)).zd_answer() == 42
-    stamp = first.stat().st_mtime_ns
-    time.sleep(0.05)
+    inode = first.stat().st_ino
+    os.utime(first, (time.time() - 7200,) * 2)
     second = build_library(SOURCE, isa=isa, cache_dir=tmp_path)
     assert second == first
-    assert second.stat().st_mtime_ns == stamp          # not rebuilt
+    assert second.stat().st_ino == inode                    # not rebuilt (a build replaces the file)
+    assert time.time() - second.stat().st_mtime < 600       # but marked used, for the worker's cache trim
     assert [p.name for p in tmp_path.iterdir()] == [first.name]   # no temp files left behind
 
 
@@ -139,10 +140,14 @@ def test_a_bigger_source_links_the_units_an_earlier_build_compiled(tmp_path, spl
     build_library(first, isa="portable", cache_dir=tmp_path)
     assert len(compiled) == 2
     compiled.clear()
+    units = list((tmp_path / "units").rglob("*.o"))
+    for unit in units:
+        os.utime(unit, (time.time() - 7200,) * 2)
     bigger = LAYER_MARK.join(["// prelude\n", _layer("c", 3), _layer("b", 2), _layer("a", 1)])
     library = ctypes.CDLL(str(build_library(bigger, isa="portable", cache_dir=tmp_path)))
     assert (library.zd_a(), library.zd_b(), library.zd_c()) == (1, 2, 3)
     assert len(compiled) == 1 and "zd_c" in compiled[0] and "zd_a" not in compiled[0]   # only the new layer
+    assert all(time.time() - unit.stat().st_mtime < 600 for unit in units)   # reuse marks them used
     compiled.clear()
     other_prelude = LAYER_MARK.join(["// another prelude\n", _layer("a", 1), _layer("b", 2)])
     build_library(other_prelude, isa="portable", cache_dir=tmp_path)

@@ -62,6 +62,14 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
+def _mark_used(path: Path) -> None:
+    """A reused cache file gets a fresh mtime: the worker's cache trim removes the least recently used first."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
 def _cache_path(cache_dir: Path | None, model: nn.Module, mode: str, samples: int, steps: int, seed: int,
                 input_shape: tuple[int, ...], settings: InversionSettings) -> Path:
     cache_dir = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "zerodata"
@@ -120,6 +128,7 @@ def synthesize_inputs(model: nn.Module, input_shape: tuple[int, ...], mode: str,
             images = torch.load(path, weights_only=True)["images"]
             if tuple(images.shape) == (samples, *input_shape[1:]):
                 info["cached"] = True
+                _mark_used(path)
                 progress.update(stage, 1, 1, f"{samples} inverted inputs from cache")
                 return SyntheticSet(images, info)
         except Exception:

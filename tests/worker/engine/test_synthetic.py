@@ -1,3 +1,6 @@
+import os
+import time
+
 import pytest
 import torch
 
@@ -59,8 +62,11 @@ def test_bn_inversion_matches_statistics_better_than_noise_and_is_deterministic(
 def test_cache_hit_returns_the_same_images_and_says_so(tmp_path):
     model = tiny_resnet()
     first = synthesize_inputs(model, INPUT_SHAPE, "bn-inversion", 4, 3, 0, NullProgress(), cache_dir=tmp_path, settings=FAST)
+    (entry,) = (tmp_path / "synthetic").iterdir()
+    os.utime(entry, (time.time() - 7200,) * 2)
     second = synthesize_inputs(model, INPUT_SHAPE, "bn-inversion", 4, 3, 0, NullProgress(), cache_dir=tmp_path, settings=FAST)
     assert second.info["cached"] and torch.equal(first.images, second.images)
+    assert time.time() - entry.stat().st_mtime < 600  # marked used: the worker's cache trim keeps it longest
     other_seed = synthesize_inputs(model, INPUT_SHAPE, "bn-inversion", 4, 3, 1, NullProgress(), cache_dir=tmp_path, settings=FAST)
     assert not other_seed.info["cached"]
     other_model = synthesize_inputs(tiny_resnet(seed=1), INPUT_SHAPE, "bn-inversion", 4, 3, 0, NullProgress(),
