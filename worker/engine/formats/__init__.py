@@ -15,6 +15,7 @@ import torch
 from worker.engine import archive_safety
 from worker.engine.errors import CorruptModelError
 from worker.engine.formats.model import EXTENSIONS, LoadedModel, ModelFormat
+from worker.engine.formats.precision import half_tensors, precision_warning, to_float32
 
 __all__ = ["LoadedModel", "ModelFormat", "EXTENSIONS", "detect_format", "load_model", "save_model"]
 
@@ -41,6 +42,11 @@ def load_model(path: Path, *, input_shape: tuple[int, ...] | None = None) -> Loa
         from worker.engine.formats.torchscript import load_torchscript
         loaded = load_torchscript(path, input_shape)
     loaded.module.eval()
+    loaded.stored_dtypes = half_tensors(loaded.module)
+    if loaded.stored_dtypes:
+        to_float32(loaded.module)
+        names = {str(d).removeprefix("torch.") for d in loaded.stored_dtypes.values()}
+        loaded.warnings.append(precision_warning(names, len(loaded.stored_dtypes)))
     return loaded
 
 

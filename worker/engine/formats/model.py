@@ -23,6 +23,8 @@ class LoadedModel:
     """Things the user should know (layers left functional, ...); surfaced in report.json."""
     save_state: Any = None
     """Format-private: what the saver needs besides the pruned module."""
+    stored_dtypes: dict[str, torch.dtype] = field(default_factory=dict)
+    """state_dict name -> dtype of each half-precision tensor of the upload (the module holds them as float32)."""
 
     @property
     def extension(self) -> str:

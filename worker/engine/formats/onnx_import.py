@@ -24,8 +24,9 @@ from worker.engine.errors import CorruptModelError, UnsupportedModelError
 from worker.engine.formats import onnx_ops as ops
 from worker.engine.formats import onnx_shapes as shapes
 from worker.engine.formats.model import LoadedModel
-from worker.engine.formats.onnx_names import (attribute_value, identifier, normalise_attrs, numpy_dtype,
-                                                scope_path, to_torch)
+from worker.engine.formats.onnx_names import (HALF_ELEM_TYPES, attribute_value, identifier, is_half,
+                                                normalise_attrs, numpy_dtype, scope_path, to_torch)
+from worker.engine.formats.precision import precision_warning
 
 MAX_ONNX_BYTES = 2 * 1024**3  # protobuf's own limit
 
@@ -92,6 +93,9 @@ def load_onnx(path: Path) -> LoadedModel:
                         "convolutions by default), so bn-inversion has no statistics to match; for the best accuracy "
                         "upload the .pt2, or keep them in the export: torch.onnx.export(..., dynamo=True, "
                         "optimize=False) or, with the legacy exporter, do_constant_folding=False")
+    if converter.stored_dtypes or converter.half_input:
+        names = {str(d) for d in converter.stored_dtypes.values()} or {"half precision"}
+        warnings.append(precision_warning(names, len(converter.stored_dtypes)))
     return LoadedModel(module=module, format="onnx", input_shape=converter.input_shape, source_path=path,
                        warnings=warnings, save_state=converter.sources)
 
@@ -112,6 +116,10 @@ class _Converter:
         self.input_shape: tuple[int, ...] | None = None
         self.conv_count = self.bn_count = 0
         self.shape_values: set[str] = set()  # runtime values held as Python ints/lists (see onnx_shapes)
+        # Half-precision tensors (name -> numpy dtype) and inputs: the module computes in float32 (to_torch), the
+        # saver writes each tensor back in its stored dtype.
+        self.stored_dtypes: dict[str, np.dtype] = {}
+        self.half_input = False
 
     # -- driver ---------------------------------------------------------------------------------
     def convert(self) -> fx.GraphModule:
@@ -119,8 +127,11 @@ class _Converter:
         if self.model.functions:
             raise UnsupportedModelError("the ONNX model defines local functions; zerodata supports plain graphs only")
         for tensor in g.initializer:
-            self.consts[tensor.name] = to_torch(numpy_helper.to_array(tensor))
+            array = numpy_helper.to_array(tensor)
+            self.consts[tensor.name] = to_torch(array)
             self.const_kind[tensor.name] = "initializer"
+            if is_half(array):
+                self.stored_dtypes[tensor.name] = array.dtype
         inputs = [i for i in g.input if i.name not in self.consts]
         if len(inputs) != 1:
             raise UnsupportedModelError(f"the ONNX graph takes {len(inputs)} inputs; zerodata handles single-input models")
@@ -135,8 +146,10 @@ class _Converter:
 
     def _placeholder(self, value: onnx.ValueInfoProto) -> None:
         tensor_type = value.type.tensor_type
-        if tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            raise UnsupportedModelError(f"input {value.name!r} is not float32; zerodata handles float32 models")
+        if tensor_type.elem_type not in (onnx.TensorProto.FLOAT, *HALF_ELEM_TYPES):
+            raise UnsupportedModelError(f"input {value.name!r} is not float32, float16 or bfloat16 (ONNX element "
+                                        f"type {tensor_type.elem_type}); zerodata compresses floating-point models")
+        self.half_input = tensor_type.elem_type in HALF_ELEM_TYPES
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
         if len(dims) == 4 and all(d is not None for d in dims[1:]):
             self.input_shape = (dims[0] or 1, *dims[1:])
@@ -200,12 +213,17 @@ class _Converter:
                 tensor = value if isinstance(value, torch.Tensor) else torch.tensor(value)
                 self.consts[node.output[0]] = tensor
                 self.const_kind[node.output[0]] = "constant"
+                stored = next((a.t.data_type for a in node.attribute if a.name == "value"), None)
+                if stored in HALF_ELEM_TYPES:
+                    self.stored_dtypes[node.output[0]] = onnx.helper.tensor_dtype_to_np_dtype(stored)
                 return
         raise UnsupportedModelError(f"Constant node {node.name!r} has an unsupported value kind {list(attrs)}")
 
     def _function(self, node, inputs, attrs, where) -> None:
         fn = _FUNCTIONS[node.op_type]
         attrs = normalise_attrs(node.op_type, attrs, where, self.opset)
+        if node.op_type == "Cast" and attrs.get("to") in HALF_ELEM_TYPES:
+            attrs["to"] = onnx.TensorProto.FLOAT  # the module computes in float32
         if node.op_type == "Split":
             attrs["_outputs"] = len(node.output)
         if node.op_type in ("MaxPool",) and len(node.output) > 1 and node.output[1]:
@@ -341,7 +359,8 @@ class _Converter:
                 onnx_name, kind_of, node_output=node.output[0], input_index=input_index,
                 original=value.clone() if kind_of == "computed" else None,
                 transpose=transpose_weight and attr == "weight",
-                shape=tuple(original.shape), dtype=np.dtype(numpy_dtype(original)))
+                shape=tuple(original.shape),
+                dtype=self.stored_dtypes.get(onnx_name, np.dtype(numpy_dtype(original))))
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.register_buffer("num_batches_tracked", torch.tensor(0))
         _set_module(self.root, path, module)
@@ -384,7 +403,9 @@ class _Converter:
             tensor_type = value.type.tensor_type
             if tensor_type.HasField("shape"):
                 ranks[value.name] = len(tensor_type.shape.dim)
-            if tensor_type.elem_type in ops.DTYPES:
+            if tensor_type.elem_type in HALF_ELEM_TYPES:
+                dtypes[value.name] = torch.float32  # computed in float32 here
+            elif tensor_type.elem_type in ops.DTYPES:
                 dtypes[value.name] = ops.DTYPES[tensor_type.elem_type]
         return ranks, dtypes
 

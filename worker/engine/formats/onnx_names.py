@@ -5,6 +5,7 @@ from __future__ import annotations
 import keyword
 import re
 
+import ml_dtypes
 import numpy as np
 import onnx
 import torch
@@ -84,8 +85,18 @@ def attribute_value(attr: onnx.AttributeProto):
     return value
 
 
+# float16 / bfloat16 ONNX element types: the importer computes in float32 (the saver writes tensors back in
+# the dtype they were stored in).
+HALF_ELEM_TYPES = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+
+
+def is_half(array: np.ndarray) -> bool:
+    return array.dtype in (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
+
+
 def to_torch(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(array, copy=True))
+    """A copy as a torch tensor; half-precision arrays become float32 (torch cannot take numpy's bfloat16)."""
+    return torch.from_numpy(np.array(array, dtype=np.float32 if is_half(array) else None, copy=True))
 
 
 def numpy_dtype(tensor: torch.Tensor):

@@ -13,6 +13,7 @@ from worker.engine import archive_safety
 from worker.engine.errors import CorruptModelError, UnsupportedModelError
 from worker.engine.formats.fx_modules import lift_layers_to_modules
 from worker.engine.formats.model import LoadedModel
+from worker.engine.formats.precision import restored
 
 
 @dataclass
@@ -63,7 +64,7 @@ def save_pt2(loaded: LoadedModel, module: torch.nn.Module, path: Path, input_sha
         args.append(torch.zeros(sizes, dtype=spec.dtype))
         dims = {d: _dim(i, d, low, high) for d, (low, high) in spec.dynamic.items()} or None
         dynamic.append(dims)
-    module = module.to("cpu").eval()
+    module = restored(module.to("cpu"), loaded.stored_dtypes).eval()
     program = torch.export.export(module, tuple(args), dynamic_shapes=tuple(dynamic))
     torch.export.save(program, str(path))
 

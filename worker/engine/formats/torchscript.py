@@ -14,6 +14,7 @@ import torch
 from worker.engine import archive_safety
 from worker.engine.errors import CorruptModelError, InvalidConfigError, UnsupportedModelError
 from worker.engine.formats.model import LoadedModel
+from worker.engine.formats.precision import HALF_DTYPES
 from worker.engine.formats.pt2 import from_exported_program
 
 
@@ -27,8 +28,9 @@ def load_torchscript(path: Path, input_shape: tuple[int, ...] | None) -> LoadedM
     except Exception as exc:
         raise CorruptModelError(f"{path.name} is not a loadable TorchScript archive: {exc}") from exc
     script.eval()
-    # Batch 2 (not 1) so torch.export keeps the batch dimension dynamic instead of specialising it.
-    sample = torch.zeros(2, *input_shape[1:])
+    # Batch 2 (not 1) so torch.export keeps the batch dimension dynamic instead of specialising it; a
+    # half-precision script runs on inputs of its weights' dtype (load_model then prunes it in float32).
+    sample = torch.zeros(2, *input_shape[1:], dtype=_compute_dtype(script))
     try:
         with torch.no_grad():
             script(sample)
@@ -48,6 +50,11 @@ def load_torchscript(path: Path, input_shape: tuple[int, ...] | None) -> LoadedM
     loaded.input_shape = (1, *input_shape[1:])
     loaded.save_state = script
     return loaded
+
+
+def _compute_dtype(script: torch.jit.ScriptModule) -> torch.dtype:
+    floating = [t.dtype for t in script.state_dict().values() if t.is_floating_point()]
+    return floating[0] if floating and floating[0] in HALF_DTYPES else torch.float32
 
 
 def save_torchscript(loaded: LoadedModel, module: torch.nn.Module, path: Path) -> None:
