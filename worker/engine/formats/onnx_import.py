@@ -94,7 +94,7 @@ def load_onnx(path: Path) -> LoadedModel:
                         "upload the .pt2, or keep them in the export: torch.onnx.export(..., dynamo=True, "
                         "optimize=False) or, with the legacy exporter, do_constant_folding=False")
     if converter.stored_dtypes or converter.half_input:
-        names = {str(d) for d in converter.stored_dtypes.values()} or {"half precision"}
+        names = {str(d) for d in converter.stored_dtypes.values()} | set(converter.half_input)
         warnings.append(precision_warning(names, len(converter.stored_dtypes)))
     return LoadedModel(module=module, format="onnx", input_shape=converter.input_shape, source_path=path,
                        warnings=warnings, save_state=converter.sources)
@@ -119,7 +119,7 @@ class _Converter:
         # Half-precision tensors (name -> numpy dtype) and inputs: the module computes in float32 (to_torch), the
         # saver writes each tensor back in its stored dtype.
         self.stored_dtypes: dict[str, np.dtype] = {}
-        self.half_input = False
+        self.half_input: list[str] = []  # the input's dtype name when it is half precision
 
     # -- driver ---------------------------------------------------------------------------------
     def convert(self) -> fx.GraphModule:
@@ -149,7 +149,8 @@ class _Converter:
         if tensor_type.elem_type not in (onnx.TensorProto.FLOAT, *HALF_ELEM_TYPES):
             raise UnsupportedModelError(f"input {value.name!r} is not float32, float16 or bfloat16 (ONNX element "
                                         f"type {tensor_type.elem_type}); zerodata compresses floating-point models")
-        self.half_input = tensor_type.elem_type in HALF_ELEM_TYPES
+        if tensor_type.elem_type in HALF_ELEM_TYPES:
+            self.half_input = [str(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))]
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
         if len(dims) == 4 and all(d is not None for d in dims[1:]):
             self.input_shape = (dims[0] or 1, *dims[1:])

@@ -47,5 +47,6 @@ def restored(module: nn.Module, dtypes: dict[str, torch.dtype]) -> nn.Module:
 
 def precision_warning(dtype_names: set[str], tensors: int) -> str:
     names = " and ".join(sorted(dtype_names))
-    return (f"the model stores {tensors} tensors in {names}: zerodata pruned it in float32 and saved the pruned "
-            f"model back in {names}; the compiled sparse kernels compute in float32 and take float32 inputs")
+    what = f"stores {tensors} tensors" if tensors else "takes its input"
+    return (f"the model {what} in {names}: zerodata pruned it in float32 and saved the pruned model back in the "
+            f"upload's dtypes; the compiled sparse kernels compute in float32 and take float32 inputs")
