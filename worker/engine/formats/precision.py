@@ -21,7 +21,7 @@ def to_float32(module: nn.Module) -> None:
     refuse (a float64 model round-tripped through float32 would lose precision in the weights never pruned)."""
     with torch.no_grad():
         for mod in module.modules():
-            for name, param in mod._parameters.items():
+            for param in mod._parameters.values():
                 if param is not None and param.dtype in HALF_DTYPES:
                     param.data = param.data.float()
             for name, buffer in mod._buffers.items():
