@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.utils._pytree as pytree
 from torch import nn
 
 from kernels import package as pkg
@@ -16,6 +17,13 @@ from kernels.allocator import keep_freed_memory
 from kernels.errors import KernelError
 from kernels.graph_ops import BatchDispatch, DenseLayer, install_compiled_layers
 from kernels.spec import ConvSpec, TileConfig
+
+
+_HALF = {torch.float16, torch.bfloat16}
+
+
+def _to_float32(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.dtype in _HALF else t
 
 
 class PackagedModel(nn.Module):
@@ -28,7 +36,15 @@ class PackagedModel(nn.Module):
         self.library = library
 
     def forward(self, *args, **kwargs):
-        return self.graph(*args, **kwargs)
+        # The kernels compute in float32: a half-precision model's float16 / bfloat16 inputs are cast up and its
+        # outputs back, so the package takes and returns what the model did.
+        half = {t.dtype for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)} & _HALF
+        if not half:
+            return self.graph(*args, **kwargs)
+        args, kwargs = pytree.tree_map_only(torch.Tensor, _to_float32, (args, kwargs))
+        out_dtype = half.pop() if len(half) == 1 else torch.float32
+        return pytree.tree_map_only(torch.Tensor, lambda t: t.to(out_dtype) if t.is_floating_point() else t,
+                                    self.graph(*args, **kwargs))
 
     def train(self, mode: bool = True) -> "PackagedModel":
         # An exported graph has no training mode (torch raises); the package is inference-only.

@@ -29,6 +29,16 @@ def test_loaded_module_runs_any_batch_and_layout(built):
         assert_close(compiled(x), model(x))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_come_back_in_their_dtype(built, dtype):
+    """A half-precision model's package (the kernels compute in float32) takes and returns its dtype."""
+    _, package_dir = built
+    compiled, x = kernels.load(package_dir), example(2).to(dtype)
+    with torch.no_grad():
+        out, reference = compiled(x), compiled(x.float())
+    assert out.dtype == dtype and torch.equal(out, reference.to(dtype))
+
+
 def test_dense_twin_matches_compiled(built):
     _, package_dir = built
     x = example(2)

@@ -49,4 +49,5 @@ def precision_warning(dtype_names: set[str], tensors: int) -> str:
     names = " and ".join(sorted(dtype_names))
     what = f"stores {tensors} tensors" if tensors else "takes its input"
     return (f"the model {what} in {names}: zerodata pruned it in float32 and saved the pruned model back in the "
-            f"upload's dtypes; the compiled sparse kernels compute in float32 and take float32 inputs")
+            f"upload's dtypes; the compiled sparse package computes in float32 (it casts half-precision inputs up "
+            f"and its outputs back)")
