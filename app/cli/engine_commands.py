@@ -59,6 +59,7 @@ def compress(model: Path, out_dir: Path, entries, library_size, connectivity, co
     then compile its sparse kernels and measure the speedup on this machine."""
     import warnings
 
+    from app.cli.local_caches import trim_local_caches
     from app.cli.model_file import self_contained
     from app.cli.progress_bar import TqdmProgress
     from kernels.errors import KernelError
@@ -84,6 +85,7 @@ def compress(model: Path, out_dir: Path, entries, library_size, connectivity, co
         raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or out_dir}") from None
     finally:
         progress.close()
+        trim_local_caches()
     _print_summary(report, out_dir)
 
 

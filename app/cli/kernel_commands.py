@@ -100,7 +100,9 @@ def speed_table(speed: dict) -> str:
 
 def _compile(model, example, out: Path, tune: bool, cache_dir: Path | None) -> dict:
     import kernels
+    from app.cli.local_caches import trim_local_caches
     from kernels.errors import KernelError
+    from kernels.graph_compile import default_cache_dir
     progress = _progress()
     try:
         return kernels.compile_model(model, example, out, progress=progress, tune=tune, cache_dir=cache_dir)
@@ -108,6 +110,7 @@ def _compile(model, example, out: Path, tune: bool, cache_dir: Path | None) -> d
         raise click.ClickException(str(exc)) from None
     finally:
         _close(progress)
+        trim_local_caches(cache_dir or default_cache_dir())
 
 
 @click.command("compile")

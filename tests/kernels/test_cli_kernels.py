@@ -82,3 +82,23 @@ def test_missing_garbage_and_non_package_inputs(tmp_path):
     empty.mkdir()
     result = run("bench", empty)
     assert result.exit_code == 1 and "not a zerodata kernel package" in result.output
+
+
+def test_compile_trims_its_build_cache(model_file, tmp_path, monkeypatch):
+    """The CLI's caches get the worker's cap: an old build goes, the one just made (fresh) stays."""
+    import os
+    import time
+
+    from app.config import get_settings
+
+    monkeypatch.setenv("ZERODATA_CACHE_MAX_BYTES", "1000")
+    get_settings.cache_clear()
+    cache = tmp_path / "cache"
+    stale = cache / "zd_stale.so"
+    cache.mkdir()
+    stale.write_bytes(b"x" * 5000)
+    os.utime(stale, (time.time() - 7200,) * 2)
+    result = run("compile", model_file, "--out", tmp_path / "pkg", "--no-tune", "--cache-dir", cache)
+    get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert not stale.exists() and list(cache.glob("zd_*.so"))

@@ -62,6 +62,11 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
+def local_cache_dir() -> Path:
+    """Where runs without a cache_dir (the local CLI) keep their synthetic inputs."""
+    return Path.home() / ".cache" / "zerodata"
+
+
 def _mark_used(path: Path) -> None:
     """A reused cache file gets a fresh mtime: the worker's cache trim removes the least recently used first."""
     try:
@@ -72,7 +77,7 @@ def _mark_used(path: Path) -> None:
 
 def _cache_path(cache_dir: Path | None, model: nn.Module, mode: str, samples: int, steps: int, seed: int,
                 input_shape: tuple[int, ...], settings: InversionSettings) -> Path:
-    cache_dir = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "zerodata"
+    cache_dir = Path(cache_dir) if cache_dir is not None else local_cache_dir()
     key = {"mode": mode, "samples": samples, "steps": steps, "seed": seed, "shape": list(input_shape[1:]),
            "settings": asdict(settings)}
     blob = json.dumps({**key, "model": model_fingerprint(model), "v": ALGORITHM_VERSION}, sort_keys=True)
