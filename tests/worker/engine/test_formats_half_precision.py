@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import numpy_helper
@@ -65,6 +66,10 @@ def test_half_precision_model_is_pruned_and_saved_in_its_dtype(tmp_path, fmt, su
         masks = {meta["source_names"][k]: v for k, v in masks.items()}
         onnx.checker.check_model(onnx.load(str(out)))
         assert stored_onnx_types(out) == stored_onnx_types(path)  # every tensor still in the upload's dtype
+        if dtype == torch.float16:  # ONNX Runtime's CPU provider runs float16 graphs (not bfloat16 ones)
+            session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+            logits = session.run(None, {"x": np.zeros((2, *INPUT_SHAPE[1:]), np.float16)})[0]
+            assert logits.dtype == np.float16 and logits.shape == (2, 10)
     else:
         assert {t.dtype for t in weights.values() if t.is_floating_point()} == {dtype}
     check_masks_match(masks, weights, entries=4)
