@@ -4,6 +4,7 @@ saved zeros, and a report following docs/report-schema.md."""
 from __future__ import annotations
 
 import json
+import zipfile
 
 import numpy as np
 import onnx
@@ -97,6 +98,15 @@ def test_saved_model_loads_with_stock_torch_and_carries_the_masks(pt2_run):
         assert program.module()(torch.randn(batch, *INPUT_SHAPE[1:])).shape == (batch, 10)
 
 
+def test_saved_archive_is_deflated_and_smaller_than_the_upload(pt2_run):
+    """torch writes every member stored; the pruned zeros compress, so the download shrinks."""
+    _, out, report, _ = pt2_run
+    with zipfile.ZipFile(out / "model.pt2") as archive:
+        assert {m.compress_type for m in archive.infolist()} == {zipfile.ZIP_DEFLATED}
+    assert report["sizes"]["model_bytes_after"] == (out / "model.pt2").stat().st_size
+    assert report["sizes"]["model_bytes_after"] < 0.7 * report["sizes"]["model_bytes_before"]
+
+
 def test_progress_reports_every_stage(pt2_run):
     *_, progress = pt2_run
     stages = [e[1] for e in progress.events]
@@ -127,6 +137,8 @@ def test_torchscript_run(tmp_path):
     report = compress_file(model, tmp_path / "out", small_config(input_shape=INPUT_SHAPE), RecordingProgress())
     assert report["model"]["format"] == "torchscript"
     script = torch.jit.load(str(tmp_path / "out" / "model.pt"))
+    with zipfile.ZipFile(tmp_path / "out" / "model.pt") as archive:
+        assert {m.compress_type for m in archive.infolist()} == {zipfile.ZIP_DEFLATED}
     masks, _ = read_masks(tmp_path / "out" / "masks.safetensors")
     check_masks_match(masks, script.state_dict(), entries=4)
 

@@ -16,6 +16,7 @@ from worker.engine import archive_safety
 from worker.engine.errors import CorruptModelError
 from worker.engine.formats.model import EXTENSIONS, LoadedModel, ModelFormat
 from worker.engine.formats.precision import half_tensors, precision_warning, to_float32
+from worker.engine.formats.zip_deflate import deflate_archive
 
 __all__ = ["LoadedModel", "ModelFormat", "EXTENSIONS", "detect_format", "load_model", "save_model"]
 
@@ -55,12 +56,14 @@ def save_model(loaded: LoadedModel, module: torch.nn.Module, path: Path,
     """Write `module` (loaded.module after pruning: same names and structure) in loaded's format."""
     path = Path(path)
     module = module.to("cpu").eval()
+    if loaded.format == "onnx":
+        from worker.engine.formats.onnx_export import save_onnx
+        save_onnx(loaded, module, path)
+        return
     if loaded.format == "pt2":
         from worker.engine.formats.pt2 import save_pt2
         save_pt2(loaded, module, path, input_shape=input_shape)
-    elif loaded.format == "onnx":
-        from worker.engine.formats.onnx_export import save_onnx
-        save_onnx(loaded, module, path)
     else:
         from worker.engine.formats.torchscript import save_torchscript
         save_torchscript(loaded, module, path)
+    deflate_archive(path)  # the pruned zeros compress; torch itself writes every member stored
