@@ -85,7 +85,7 @@ def compress(model: Path, out_dir: Path, entries, library_size, connectivity, co
         raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or out_dir}") from None
     finally:
         progress.close()
-        trim_local_caches()
+    trim_local_caches()
     _print_summary(report, out_dir)
 
 

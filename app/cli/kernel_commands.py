@@ -105,12 +105,13 @@ def _compile(model, example, out: Path, tune: bool, cache_dir: Path | None) -> d
     from kernels.graph_compile import default_cache_dir
     progress = _progress()
     try:
-        return kernels.compile_model(model, example, out, progress=progress, tune=tune, cache_dir=cache_dir)
+        manifest = kernels.compile_model(model, example, out, progress=progress, tune=tune, cache_dir=cache_dir)
     except KernelError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         _close(progress)
-        trim_local_caches(cache_dir or default_cache_dir())
+    trim_local_caches(cache_dir or default_cache_dir())
+    return manifest
 
 
 @click.command("compile")
