@@ -9,6 +9,7 @@ Compiles the benchmark model (random pattern masks, as benchmarks/kernels.py) un
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -69,18 +70,20 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=40)
     parser.add_argument("--package", help="time this existing package instead of compiling one")
     args = parser.parse_args()
-    model, shape = build(args.model, DENSITIES[args.density], seed=0)
-    example = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     with tempfile.TemporaryDirectory(prefix="zd_scaling_") as work:
         package = Path(args.package) if args.package else Path(work) / "package"
-        if not args.package:
+        if args.package:  # its own input shape, whatever --model says
+            shape = tuple(json.loads((package / "manifest.json").read_text())["input_shape"])
+        else:
+            model, shape = build(args.model, DENSITIES[args.density], seed=0)
             torch.set_num_threads(2)
-            kernels.compile_model(model, example, package, tune=True)
+            kernels.compile_model(model, torch.randn(*shape, generator=torch.Generator().manual_seed(0)), package,
+                                  tune=True)
         compiled = kernels.load(package)
         x = torch.randn((args.batch, *shape[1:]), generator=torch.Generator().manual_seed(1))
         with torch.inference_mode():
             rows = scaling_rows(compiled, x, args.rounds, args.calls)
-    print(f"{args.model} {args.density} batch {args.batch}: median us of interleaved rounds\n")
+    print(f"{args.package or args.model + ' ' + args.density} batch {args.batch}: median us of interleaved rounds\n")
     print("| part | layers | 1 thread | 2 threads | scaling |\n|---|---|---|---|---|")
     for name, layers, one, two in rows:
         print(f"| {name} | {layers} | {one:.0f} | {two:.0f} | {one / two:.2f}x |")
