@@ -114,6 +114,17 @@ def test_a_package_slower_than_onnxruntime_is_a_warning(ratio, warned):
         assert "0.62x" in warning and "ONNX Runtime" in warning
 
 
+def test_a_slower_median_with_faster_best_runs_says_the_worker_was_busy():
+    from worker.pipeline import slower_than_onnxruntime
+    one = {"sparse_ms": 3.19, "onnxruntime_dense_ms": 2.96, "best": {"sparse_ms": 2.03, "onnxruntime_dense_ms": 2.67}}
+    warning = slower_than_onnxruntime({"batches": {"1": one}})
+    assert "0.93x" in warning and "1.32x by the fastest runs" in warning and "busy" in warning
+    one["best"] = {"sparse_ms": 2.9, "onnxruntime_dense_ms": 2.67}  # slower either way: the plain verdict
+    assert "faster here" in slower_than_onnxruntime({"batches": {"1": one}})
+    one["best"] = "garbage"
+    assert "faster here" in slower_than_onnxruntime({"batches": {"1": one}})
+
+
 def test_summary_and_speedup():
     report = full_report()
     assert speedup_batch1(report) == pytest.approx(2.0)
