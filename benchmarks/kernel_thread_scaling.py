@@ -9,7 +9,6 @@ Compiles the benchmark model (random pattern masks, as benchmarks/kernels.py) un
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -20,6 +19,7 @@ import torch
 import kernels
 from benchmarks.kernels import DENSITIES
 from benchmarks.model_zoo import build
+from kernels.package import read_manifest
 from kernels.segments import CompiledSegment
 
 
@@ -73,7 +73,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="zd_scaling_") as work:
         package = Path(args.package) if args.package else Path(work) / "package"
         if args.package:  # its own input shape, whatever --model says
-            shape = tuple(json.loads((package / "manifest.json").read_text())["input_shape"])
+            shape = tuple(read_manifest(package)["input_shape"])
         else:
             model, shape = build(args.model, DENSITIES[args.density], seed=0)
             torch.set_num_threads(2)

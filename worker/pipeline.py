@@ -112,27 +112,18 @@ def slower_than_onnxruntime(speed: dict) -> str | None:
     """A warning when the compiled package lost to dense ONNX Runtime at batch 1 on this worker: then the
     pruned model itself, served by ONNX Runtime, is the faster choice (small models are bound by per-layer
     call overhead, docs/benchmarks/kernels.md)."""
-    from worker.report_html import speedup_batch1  # the same number the report's speedup card shows
+    from worker.report_html import fastest_runs_speedup_batch1, speedup_batch1  # as the report's speedup card
 
     ratio = speedup_batch1({"speed": speed})
     if ratio is None or ratio >= 1.0:
         return None
-    best = fastest_runs_speedup(speed)
+    best = fastest_runs_speedup_batch1({"speed": speed})
     if best is not None and best >= 1.0:  # the medians lost, the fastest runs won: other work shared the cores
         return (f"the compiled sparse package ran {ratio:.2f}x as fast as dense ONNX Runtime at batch 1 by median "
                 f"but {best:.2f}x by the fastest runs: the worker was busy while measuring; re-measure with "
                 "`zerodata bench` on a quiet machine before choosing a runtime")
     return (f"the compiled sparse package ran {ratio:.2f}x as fast as dense ONNX Runtime at batch 1 on this worker "
             "(slower): serving the pruned model with ONNX Runtime is faster here")
-
-
-def fastest_runs_speedup(speed: dict) -> float | None:
-    """Dense ONNX Runtime over compiled sparse at batch 1, fastest interleaved run of each (None if absent)."""
-    best = speed.get("batches", {}).get("1", {}).get("best", {}) if isinstance(speed, dict) else {}
-    ort, sparse = (best.get(k) if isinstance(best, dict) else None for k in ("onnxruntime_dense_ms", "sparse_ms"))
-    if isinstance(ort, (int, float)) and isinstance(sparse, (int, float)) and ort > 0 and sparse > 0:
-        return ort / sparse
-    return None
 
 
 def _zip_folder(folder: Path, zip_path: Path) -> None:

@@ -81,12 +81,14 @@ def execution_order(model: nn.Module, example: torch.Tensor) -> list[PrunableLay
 
 
 def check_weights_float32(model: nn.Module) -> None:
-    """The ADMM solves, the synthetic inputs and the compiled kernels are float32; a half-precision model would
-    fail later on a dtype mismatch that names neither the tensor nor the fix."""
+    """The ADMM solves, the synthetic inputs and the compiled kernels are float32. Loading already turned float16 /
+    bfloat16 tensors into float32 (formats/precision.py); what is left here (float64) would fail later on a dtype
+    mismatch that names neither the tensor nor the fix."""
     for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
         if tensor.is_floating_point() and tensor.dtype != torch.float32:
             raise UnsupportedModelError(f"{name} is {str(tensor.dtype).removeprefix('torch.')}; zerodata compresses "
-                                        "float32 models: export it after model.float() (and a float32 example input)")
+                                        "float32, float16 and bfloat16 models: export it after model.float() (and a "
+                                        "float32 example input)")
 
 
 def check_weights_finite(model: nn.Module) -> None:
