@@ -237,6 +237,32 @@ def test_exported_shape_arithmetic_stays_traceable(tmp_path, dynamo):
     assert_traces_with_dynamic_batch(loaded.module, x)
 
 
+class FlattenHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 4 * 4, 5)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x)), 4), 1))
+
+
+def test_static_batch_export_runs_at_any_batch(tmp_path):
+    # torch.onnx.export's default fixes the batch: torch.flatten(x, 1) becomes Reshape(x, [1, 128]), which made
+    # every engine pass (batches of 2 and 64) fail with "shape '[1, 128]' is invalid for input of size 256"
+    path = tmp_path / "static.onnx"
+    torch.manual_seed(0)
+    model = FlattenHead().eval()
+    torch.onnx.export(model, (torch.randn(1, 3, 16, 16),), str(path), dynamo=True, external_data=False)
+    graph = onnx.load(str(path)).graph
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1 and "Reshape" in {n.op_type for n in graph.node}
+    loaded = load_model(path)
+    x = torch.randn(5, 3, 16, 16)
+    torch.testing.assert_close(loaded.module(x), model(x), rtol=1e-5, atol=1e-5)
+    assert_matches_ort(path, loaded.module, x[:1])
+    assert_traces_with_dynamic_batch(loaded.module, x)
+
+
 def test_hand_built_shape_ops_stay_traceable(tmp_path):
     loaded = load_model(_graph_with_many_ops(tmp_path / "many.onnx"))
     assert_traces_with_dynamic_batch(loaded.module, torch.randn(2, 3, 8, 8))

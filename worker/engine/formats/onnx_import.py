@@ -114,6 +114,9 @@ class _Converter:
         self.leaf_paths: set[str] = set()
         self.ranks, self.elem_types = self._value_types()
         self.input_shape: tuple[int, ...] | None = None
+        # The input's batch size when the graph fixes it (torch.onnx.export's default: 1); reshape targets that
+        # start with it follow the runtime batch instead (see _follows_batch).
+        self.static_batch: int | None = None
         self.conv_count = self.bn_count = 0
         self.shape_values: set[str] = set()  # runtime values held as Python ints/lists (see onnx_shapes)
         # Half-precision tensors (name -> numpy dtype) and inputs: the module computes in float32 (to_torch), the
@@ -152,6 +155,7 @@ class _Converter:
         if tensor_type.elem_type in HALF_ELEM_TYPES:
             self.half_input = [str(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))]
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
+        self.static_batch = dims[0] if dims and dims[0] else None
         if len(dims) == 4 and all(d is not None for d in dims[1:]):
             self.input_shape = (dims[0] or 1, *dims[1:])
         name = identifier(value.name, "input")
@@ -244,6 +248,8 @@ class _Converter:
             else:
                 self.consts[node.output[0]] = result
             return
+        if self._follows_batch(node, inputs):
+            fn = ops.reshape_batch_first
         list_inputs = _LIST_INPUTS.get(node.op_type, set())
         args = tuple(self._function_arg(name, value, i in list_inputs) for i, (name, value) in enumerate(zip(node.input, inputs)))
         call = self.graph.call_function(fn, args, attrs)
@@ -252,6 +258,16 @@ class _Converter:
                 self.env[name] = self.graph.call_function(_getitem, (call, i))
         else:
             self.env[node.output[0]] = call
+
+    def _follows_batch(self, node, inputs) -> bool:
+        """A Reshape of a runtime tensor to a stored target that starts with the graph's fixed batch size
+        (`torch.flatten(x, 1)` exported at batch 1 becomes Reshape(x, [1, 512])): its first size must follow the
+        batch the engine runs (64 synthetic inputs at a time), not stay 1."""
+        if node.op_type != "Reshape" or self.static_batch is None or len(inputs) < 2:
+            return False
+        target = inputs[1]
+        return (isinstance(inputs[0], fx.Node) and isinstance(target, torch.Tensor) and target.numel() > 1
+                and int(target.reshape(-1)[0]) == self.static_batch)
 
     def _function_arg(self, name: str, value, as_list: bool):
         if isinstance(value, torch.Tensor) and as_list:

@@ -130,6 +130,12 @@ def reshape(x, target, allowzero=0):
     return x.reshape(sizes)
 
 
+def reshape_batch_first(x, target, allowzero=0):
+    """Reshape whose first target size is the exporter's fixed batch: it takes x's batch instead."""
+    sizes = _ints(target)
+    return reshape(x, [x.shape[0], *sizes[1:]], allowzero)
+
+
 def transpose(x, perm=None):
     return x.permute(list(perm) if perm is not None else list(range(x.dim() - 1, -1, -1)))
 
