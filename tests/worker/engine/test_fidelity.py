@@ -60,3 +60,19 @@ def test_models_with_several_outputs_are_measured_on_the_first():
     teacher = seeded(SegmentationWithAuxHead)
     out = measure_fidelity(teacher, copy.deepcopy(teacher), X, ["conv1"])
     assert out["top1_agreement"] == 1.0 and out["output_cosine"] == pytest.approx(1.0, abs=1e-5)
+
+
+
+def test_kl_of_a_barely_changed_model_is_never_negative():
+    # in float32 the summed KL of near-identical, near-uniform logits rounds below zero about half the time (a
+    # report read "mean_kl -6.7e-09")
+    x = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        teacher = torch.nn.Linear(16, 7)
+        with torch.no_grad():
+            teacher.weight.copy_(0.01 * torch.randn(7, 16, generator=g))
+        student = copy.deepcopy(teacher)
+        with torch.no_grad():
+            student.bias.add_(1e-5 * torch.randn(7, generator=g))
+        assert measure_fidelity(teacher, student, x, [])["mean_kl"] >= 0.0
