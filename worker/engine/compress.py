@@ -147,6 +147,12 @@ _BLOCK_LIMITS = {"steps": (0, 100_000), "lr": (1e-6, 1.0), "batch": (1, 4096), "
                  "teacher_input": (0, 1)}
 
 
+def depthwise_connectivity_note(other_layers: bool) -> str:
+    return ("depthwise layers are pattern-pruned only (a depthwise kernel is a whole channel: removing it kills "
+            "the channel); connectivity applies to " + ("the other 3x3 convolutions" if other_layers else
+                                                         "no layer of this model, so it removed nothing"))
+
+
 def block_settings(config: CompressionConfig) -> BlockSettings:
     """extra.block_reconstruction: steps per block (an integer) or a mapping of BlockSettings fields."""
     given = config.extra.get("block_reconstruction", BLOCK_RECONSTRUCTION_STEPS) if isinstance(config.extra, dict) else {}
@@ -240,7 +246,11 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
                               config.library_size) if three or depthwise else []
     plan.library_masks = pattern_masks(library, device=device) if library else torch.zeros(0, 9)
     plan.rates = connectivity_rates(teacher, three, layers, images, plan.library_masks, config)
-    plan.rates.update({l.name: float(config.connectivity) for l in depthwise})
+    # Depthwise layers keep every kernel: a removed depthwise kernel is a dead channel (MobileNetV2 with 0.5 on
+    # them: 57.18 -> 23.50, docs/benchmarks/engine.md, session 10).
+    plan.rates.update({l.name: 0.0 for l in depthwise})
+    notes = [depthwise_connectivity_note(bool(three))] if depthwise and (config.connectivity or
+                                                                          config.target_compression) else []
     results = prune_sequentially(student, teacher, layers, images, plan, config, progress)
     seconds["prune"] = time.monotonic() - t
 
@@ -294,6 +304,7 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
     except ValueError as exc:  # the structure check failed: an engine bug, never ship such a model
         raise EngineError(f"internal error: pruned weights break the pattern structure ({exc})") from exc
     report["recovery"] = recovery
+    report["warnings"] = notes
     report["fidelity_inputs"] = holdout.info
     if budget_plan is not None:
         report["synthesis_budget"] = budget_plan.report()

@@ -60,7 +60,7 @@ def build_report(loaded: LoadedModel, model_path: Path, input_shape, config: Com
                  model_out: Path, masks_out: Path, compress_seconds: float, total_seconds: float) -> dict:
     """report.json (docs/report-schema.md): the sections this stage produces; later stages add theirs."""
     params = sum(p.numel() for p in loaded.module.parameters())
-    warnings = list(loaded.warnings)
+    warnings = list(loaded.warnings) + [str(w) for w in result.report.get("warnings", [])]
     fallback = (result.report.get("synthetic") or {}).get("fallback")
     if fallback:
         warnings.append(str(fallback))

@@ -6,7 +6,8 @@ import torch
 
 from tests.tiny_models import INPUT_SHAPE, tiny_resnet
 from tests.worker.engine.engine_models import Depthwise, DepthwiseOnly, NoBatchNorm, NoConv3x3, seeded
-from worker.engine.compress import HOLDOUT_CLASS_WEIGHT, HOLDOUT_STEP_FRACTION, PRIOR_FIDELITY_WARNING, compress_module
+from worker.engine.compress import (HOLDOUT_CLASS_WEIGHT, HOLDOUT_STEP_FRACTION, PRIOR_FIDELITY_WARNING, compress_module,
+                                    depthwise_connectivity_note)
 from worker.engine.config import AUTO_RECOVERY_STEPS, CompressionConfig, effective_recovery_steps
 from worker.engine.errors import InvalidConfigError, UnsupportedModelError
 from worker.engine.patterns import pattern_masks
@@ -159,9 +160,11 @@ def test_depthwise_option(tmp_path):
     assert layers["dw"]["kind"] == "depthwise" and not layers["dw"]["pruned"] and layers["conv"]["pruned"]
     result, _ = _run(tmp_path, model=seeded(Depthwise), prune_depthwise=True, connectivity=0.25)
     layers = {l["name"]: l for l in result.report["layers"]}
-    assert layers["dw"]["pruned"] and layers["dw"]["connectivity"] == 0.25
+    # patterns only on a depthwise layer: a removed kernel would be a dead channel
+    assert layers["dw"]["pruned"] and layers["dw"]["connectivity"] == 0.0 and layers["conv"]["connectivity"] == 0.25
     w = result.module.dw.weight.detach().reshape(8, 9)
-    assert ((w != 0).sum(1) <= 4).all() and int(((w != 0).sum(1) == 0).sum()) == 2
+    assert ((w != 0).sum(1) <= 4).all() and int(((w != 0).sum(1) == 0).sum()) == 0
+    assert result.report["warnings"] == [depthwise_connectivity_note(True)]
     json.dumps(result.report, allow_nan=False)
 
 
@@ -171,8 +174,9 @@ def test_connectivity_on_a_model_with_only_depthwise_layers_to_prune(tmp_path, a
     result, _ = _run(tmp_path, model=seeded(DepthwiseOnly), prune_depthwise=True, connectivity=0.5,
                      connectivity_allocation=allocation)
     layers = {l["name"]: l for l in result.report["layers"]}
-    assert layers["dw"]["pruned"] and layers["dw"]["connectivity"] == 0.5 and not layers["stem"]["pruned"]
-    assert int(((result.module.dw.weight.detach().reshape(8, 9) != 0).sum(1) == 0).sum()) == 4
+    assert layers["dw"]["pruned"] and layers["dw"]["connectivity"] == 0.0 and not layers["stem"]["pruned"]
+    assert int(((result.module.dw.weight.detach().reshape(8, 9) != 0).sum(1) == 0).sum()) == 0
+    assert "removed nothing" in result.report["warnings"][0]
 
 
 class _CancelAfter(RecordingProgress):
