@@ -29,6 +29,21 @@ def test_loaded_module_runs_any_batch_and_layout(built):
         assert_close(compiled(x), model(x))
 
 
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda x: x[:, :2], r"input 0: expected a tensor of shape \(N, 3, 16, 16\), got \(2, 2, 16, 16\)"),
+    (lambda x: x[0], r"got \(3, 16, 16\)"),
+    (lambda x: (x, x), r"takes 1 input tensor\(s\), got 2"),
+])
+def test_wrong_inputs_are_named_without_torch_export_guards(built, bad, message):
+    # the package drops torch.export's per-call guards (~0.1 ms a call) and checks shapes itself
+    _, package_dir = built
+    compiled = kernels.load(package_dir)
+    assert compiled.input_shapes == [(None, *example().shape[1:])]
+    inputs = bad(example(2))
+    with pytest.raises(ValueError, match=message):
+        compiled(*inputs) if isinstance(inputs, tuple) else compiled(inputs)
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_inputs_come_back_in_their_dtype(built, dtype):
     """A half-precision model's package (the kernels compute in float32) takes and returns its dtype."""
