@@ -112,7 +112,7 @@ class _Converter:
         self.const_kind: dict[str, str] = {}
         self.sources: dict[str, OnnxSource] = {}
         self.leaf_paths: set[str] = set()
-        self.ranks, self.elem_types = self._value_types()
+        self.ranks, self.elem_types, self.leading = self._value_types()
         self.input_shape: tuple[int, ...] | None = None
         # The input's batch size when the graph fixes it (torch.onnx.export's default: 1); reshape targets that
         # start with it follow the runtime batch instead (see _follows_batch).
@@ -260,13 +260,14 @@ class _Converter:
             self.env[node.output[0]] = call
 
     def _follows_batch(self, node, inputs) -> bool:
-        """A Reshape of a runtime tensor to a stored target that starts with the graph's fixed batch size
-        (`torch.flatten(x, 1)` exported at batch 1 becomes Reshape(x, [1, 512])): its first size must follow the
-        batch the engine runs (64 synthetic inputs at a time), not stay 1."""
+        """A Reshape of a runtime tensor whose first size is the graph's fixed batch to a stored target that
+        starts with it too (`torch.flatten(x, 1)` exported at batch 1 becomes Reshape(x, [1, 512])): its first size
+        follows the batch the engine runs (64 synthetic inputs at a time). At the fixed batch nothing changes."""
         if node.op_type != "Reshape" or self.static_batch is None or len(inputs) < 2:
             return False
         target = inputs[1]
-        return (isinstance(inputs[0], fx.Node) and isinstance(target, torch.Tensor) and target.numel() > 1
+        return (isinstance(inputs[0], fx.Node) and self.leading.get(node.input[0]) == self.static_batch
+                and isinstance(target, torch.Tensor) and target.numel() > 1
                 and int(target.reshape(-1)[0]) == self.static_batch)
 
     def _function_arg(self, name: str, value, as_list: bool):
@@ -408,23 +409,25 @@ class _Converter:
         prefixes = {".".join(parts[:i]) for i in range(1, len(parts))}
         return not any(p == path or p in prefixes or p.startswith(path + ".") for p in self.leaf_paths)
 
-    def _value_types(self) -> tuple[dict[str, int], dict[str, torch.dtype]]:
-        """Rank and dtype of every value ONNX shape inference can tell."""
+    def _value_types(self) -> tuple[dict[str, int], dict[str, torch.dtype], dict[str, int]]:
+        """Rank, dtype and static first size of every value ONNX shape inference can tell."""
         try:
             inferred = onnx.shape_inference.infer_shapes(self.model)
         except Exception:
-            return {}, {}
-        ranks, dtypes = {}, {}
+            return {}, {}, {}
+        ranks, dtypes, leading = {}, {}, {}
         g = inferred.graph
         for value in list(g.value_info) + list(g.input) + list(g.output):
             tensor_type = value.type.tensor_type
             if tensor_type.HasField("shape"):
                 ranks[value.name] = len(tensor_type.shape.dim)
+                if tensor_type.shape.dim and tensor_type.shape.dim[0].HasField("dim_value"):
+                    leading[value.name] = tensor_type.shape.dim[0].dim_value
             if tensor_type.elem_type in HALF_ELEM_TYPES:
                 dtypes[value.name] = torch.float32  # computed in float32 here
             elif tensor_type.elem_type in ops.DTYPES:
                 dtypes[value.name] = ops.DTYPES[tensor_type.elem_type]
-        return ranks, dtypes
+        return ranks, dtypes, leading
 
 
 def _getitem(value, index):
