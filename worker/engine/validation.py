@@ -62,7 +62,16 @@ def validate_model(loaded: LoadedModel, input_shape: tuple[int, ...], config: Co
     check_weights_float32(loaded.module)
     check_weights_finite(loaded.module)
     example = torch.zeros(2, *input_shape[1:])
-    layers = execution_order(loaded.module, example)  # raises InvalidConfigError naming the shape
+    try:
+        layers = execution_order(loaded.module, example)  # raises InvalidConfigError naming the shape
+    except InvalidConfigError as exc:
+        if _runs_only_at_batch_one(loaded.module, input_shape):
+            raise InvalidConfigError(f"{exc}; the model runs on one input at a time only: it was exported with a "
+                                     "fixed batch size of 1 that its graph computes sizes from, and the engine runs "
+                                     "batches of synthetic inputs. Re-export it with a dynamic batch: "
+                                     "torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("
+                                     "'batch')},)), the same dynamic_shapes for torch.onnx.export") from exc
+        raise
     prunable = {CONV3X3} | ({FIRST_CONV} if config.prune_first_conv else set()) \
         | ({DEPTHWISE} if config.prune_depthwise else set())
     if config.linear_sparsity != "dense":
@@ -72,6 +81,15 @@ def validate_model(loaded: LoadedModel, input_shape: tuple[int, ...], config: Co
         raise UnsupportedModelError(f"the model has no prunable 3x3 convolutions (groups=1) besides the first "
                                     f"layer, so pattern pruning has nothing to do (layer kinds found: {', '.join(kinds)})"
                                     + _opt_in_hint(kinds))
+
+
+def _runs_only_at_batch_one(module: torch.nn.Module, input_shape: tuple[int, ...]) -> bool:
+    try:
+        with torch.no_grad():
+            module(torch.zeros(1, *input_shape[1:]))
+    except Exception:  # it does not run at all: the shape is wrong, and the first error says so
+        return False
+    return True
 
 
 def _opt_in_hint(kinds: list[str]) -> str:

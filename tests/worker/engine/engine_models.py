@@ -86,3 +86,37 @@ def half_masked_student(seed: int):
 class DepthwiseOnly(Depthwise):
     """A MobileNet in miniature: besides the stem, depthwise 3x3 and 1x1 convs only (no dense 3x3 to prune)."""
     mixer = 1
+
+
+class ChannelShuffle(nn.Module):
+    """A channel shuffle, `x.view(n, groups, c // groups, h, w)`: traced at a fixed batch, its view target bakes the
+    batch size in (torch.export without dynamic_shapes, torch.jit.trace)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        n, c, h, w = x.shape
+        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.head(torch.relu(self.bn2(self.conv2(x))).mean((2, 3)))
+
+
+class BatchFoldedAttention(nn.Module):
+    """Self-attention over positions: traced at a fixed batch, the heads' view folds the batch into a middle size
+    ([positions, batch * heads, head_dim]), which no rewrite can make follow another batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        t = torch.relu(self.conv(x)).flatten(2).transpose(1, 2)
+        return self.head(self.attn(t, t, t, need_weights=False)[0].mean(1))

@@ -7,8 +7,12 @@ import torch
 from torch import nn
 
 from tests.tiny_models import INPUT_SHAPE, export_pt2, tiny_resnet
+from tests.worker.engine.engine_models import BatchFoldedAttention, ChannelShuffle, seeded
 from tests.worker.engine.format_helpers import SHARED, layer_types, outputs, prune_by_hand
+from worker.engine.config import CompressionConfig
+from worker.engine.errors import InvalidConfigError
 from worker.engine.formats import load_model, save_model
+from worker.engine.validation import validate_model
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +116,27 @@ def test_dynamic_height_and_width_survive(tmp_path):
     assert sorted(map(str, saved.range_constraints.values())) == sorted(map(str, program.range_constraints.values()))
     x = torch.randn(3, 3, 40, 36)
     torch.testing.assert_close(saved.module()(x), outputs(model, x), rtol=0, atol=1e-5)
+
+
+def test_fixed_batch_program_runs_batches(tmp_path):
+    # torch.export.export(model, (x,)) without dynamic_shapes bakes the batch into view targets: the engine, which
+    # runs batches of synthetic inputs, failed with "shape '[1, 2, 4, 16, 16]' is invalid for input of size 4096"
+    model = seeded(ChannelShuffle).eval()
+    torch.export.save(torch.export.export(model, (torch.randn(1, *INPUT_SHAPE[1:]),)), str(tmp_path / "fixed.pt2"))
+    loaded = load_model(tmp_path / "fixed.pt2")
+    assert loaded.input_shape == (1, *INPUT_SHAPE[1:])
+    x = torch.randn(5, *INPUT_SHAPE[1:])
+    torch.testing.assert_close(outputs(loaded.module, x), model(x), rtol=0, atol=1e-5)
+    prune_by_hand(loaded.module)
+    save_model(loaded, loaded.module, tmp_path / "out.pt2")
+    saved = torch.export.load(str(tmp_path / "out.pt2"))
+    assert not saved.range_constraints  # saved as uploaded: batch 1
+    torch.testing.assert_close(saved.module()(x[:1]), outputs(loaded.module, x[:1]), rtol=0, atol=1e-6)
+
+
+def test_fixed_batch_that_cannot_follow_another_is_explained(tmp_path):
+    model = seeded(BatchFoldedAttention).eval()
+    torch.export.save(torch.export.export(model, (torch.randn(1, *INPUT_SHAPE[1:]),)), str(tmp_path / "attn.pt2"))
+    loaded = load_model(tmp_path / "attn.pt2")
+    with pytest.raises(InvalidConfigError, match=r"fixed batch size of 1 .* Re-export it with a dynamic batch"):
+        validate_model(loaded, loaded.input_shape, CompressionConfig())

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.tiny_models import INPUT_SHAPE, export_torchscript, tiny_resnet
+from tests.worker.engine.engine_models import ChannelShuffle, seeded
 from tests.worker.engine.format_helpers import layer_types, outputs, prune_by_hand
 from worker.engine.errors import EngineError, InvalidConfigError
 from worker.engine.formats import load_model, save_model
@@ -50,3 +51,17 @@ def test_corrupt_torchscript_is_refused(tiny_ts, tmp_path):
     broken.write_bytes(bytes(data))
     with pytest.raises(EngineError):
         load_model(broken, input_shape=INPUT_SHAPE)
+
+
+def test_traced_shuffle_runs_batches_and_saves(tmp_path):
+    # torch.jit.trace at batch 1 bakes the batch into the shuffle's view, and the conversion lifts the traced
+    # `c // 2` into a constant the script's state_dict does not hold: saving refused it as a "pruned tensor"
+    model = seeded(ChannelShuffle).eval()
+    torch.jit.save(torch.jit.trace(model, torch.randn(*INPUT_SHAPE)), str(tmp_path / "shuffle.pt"))
+    loaded = load_model(tmp_path / "shuffle.pt", input_shape=INPUT_SHAPE)
+    x = torch.randn(4, *INPUT_SHAPE[1:])
+    torch.testing.assert_close(outputs(loaded.module, x), model(x), rtol=0, atol=1e-5)
+    prune_by_hand(loaded.module)
+    save_model(loaded, loaded.module, tmp_path / "out.pt")
+    torch.testing.assert_close(torch.jit.load(str(tmp_path / "out.pt"))(x[:1]), outputs(loaded.module, x[:1]),
+                               rtol=0, atol=1e-6)

@@ -14,6 +14,7 @@ from worker.engine.errors import CorruptModelError, UnsupportedModelError
 from worker.engine.formats.fx_modules import lift_layers_to_modules
 from worker.engine.formats.model import LoadedModel
 from worker.engine.formats.precision import restored
+from worker.engine.formats.static_batch import follow_runtime_batch
 
 
 @dataclass
@@ -38,9 +39,11 @@ def load_pt2(path: Path) -> LoadedModel:
 def from_exported_program(program: torch.export.ExportedProgram, path: Path, fmt: str) -> LoadedModel:
     specs = _input_specs(program)
     module = _plain_graph_module(program.module())
+    first = specs[0].shape
+    if first and first[0] is not None:
+        follow_runtime_batch(module, first[0])
     warnings = lift_layers_to_modules(module)
     module.eval()
-    first = specs[0].shape
     if len(first) == 4 and all(d is not None for d in first[1:]):
         input_shape = (1 if first[0] is None else first[0], *first[1:])
     else:

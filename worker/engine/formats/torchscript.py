@@ -48,7 +48,11 @@ def load_torchscript(path: Path, input_shape: tuple[int, ...] | None) -> LoadedM
             "upload it as a torch.export .pt2 or ONNX instead") from exc
     loaded = from_exported_program(program, path, "torchscript")
     loaded.input_shape = (1, *input_shape[1:])
-    loaded.save_state = script
+    # Constants the conversion lifted out of the script's code (no state_dict entry there): kept to check that
+    # pruning left them alone, since the saver can only write back what the script's state_dict holds.
+    own = script.state_dict()
+    lifted = {name: t.detach().clone() for name, t in loaded.module.state_dict().items() if name not in own}
+    loaded.save_state = (script, lifted)
     return loaded
 
 
@@ -58,10 +62,12 @@ def _compute_dtype(script: torch.jit.ScriptModule) -> torch.dtype:
 
 
 def save_torchscript(loaded: LoadedModel, module: torch.nn.Module, path: Path) -> None:
-    script: torch.jit.ScriptModule = loaded.save_state
+    script, lifted = loaded.save_state
     target = script.state_dict()
     with torch.no_grad():
         for name, tensor in module.state_dict().items():
+            if name not in target and name in lifted and torch.equal(lifted[name], tensor):
+                continue  # a constant of the script's code, unchanged
             if name not in target:
                 raise UnsupportedModelError(f"pruned tensor {name!r} has no counterpart in the TorchScript module")
             if target[name].shape != tensor.shape:
