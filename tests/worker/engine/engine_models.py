@@ -52,8 +52,8 @@ def seeded(cls, seed=0):
     return cls().eval()
 
 
-class SegmentationWithAuxHead(nn.Module):
-    """Two outputs: a per-pixel class map (N, 4, H, W) and an auxiliary (N, 2) head."""
+class TwoConvs(nn.Module):
+    """conv-BN twice (3 -> 8 -> 8 channels); subclasses add a head and the forward."""
 
     def __init__(self):
         super().__init__()
@@ -61,6 +61,13 @@ class SegmentationWithAuxHead(nn.Module):
         self.bn1 = nn.BatchNorm2d(8)
         self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(8)
+
+
+class SegmentationWithAuxHead(TwoConvs):
+    """Two outputs: a per-pixel class map (N, 4, H, W) and an auxiliary (N, 2) head."""
+
+    def __init__(self):
+        super().__init__()
         self.classifier = nn.Conv2d(8, 4, 1)
         self.aux = nn.Linear(8, 2)
 
@@ -88,16 +95,12 @@ class DepthwiseOnly(Depthwise):
     mixer = 1
 
 
-class ChannelShuffle(nn.Module):
+class ChannelShuffle(TwoConvs):
     """A channel shuffle, `x.view(n, groups, c // groups, h, w)`: traced at a fixed batch, its view target bakes the
     batch size in (torch.export without dynamic_shapes, torch.jit.trace)."""
 
     def __init__(self):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(8)
-        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(8)
         self.head = nn.Linear(8, 10)
 
     def forward(self, x):

@@ -237,12 +237,7 @@ def test_exported_shape_arithmetic_stays_traceable(tmp_path, dynamo):
     assert_traces_with_dynamic_batch(loaded.module, x)
 
 
-class FlattenHead(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.fc = nn.Linear(8 * 4 * 4, 5)
-
+class FlattenHead(ViewHead):
     def forward(self, x):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x)), 4), 1))
 
