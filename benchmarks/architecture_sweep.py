@@ -32,7 +32,7 @@ def export(model: torch.nn.Module, shape: tuple[int, ...], fmt: str, path: Path)
     if fmt == "pt2":
         torch.export.save(torch.export.export(model, (x,)), str(path))
     elif fmt == "onnx":
-        torch.onnx.export(model, (x,), str(path), dynamo=True)
+        torch.onnx.export(model, (x,), str(path), dynamo=True, verbose=False)  # verbose=False: no progress chatter
     else:
         torch.jit.save(torch.jit.trace(model, x), str(path))
 
