@@ -43,9 +43,9 @@ def run_cli(path: Path, shape: tuple[int, ...], out: Path, home: Path) -> tuple[
                "--input-shape", ",".join(map(str, shape)), *SMALL_BUDGET]
     start = time.monotonic()
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
-    lines = [line for line in (done.stdout + done.stderr).splitlines()
-             if line.strip() and "warning" not in line.lower()]
-    return done.returncode, time.monotonic() - start, (lines[-1] if lines else "")[:220]
+    lines = (done.stdout + done.stderr).splitlines()
+    picked = [line for line in lines if line.startswith(("Error", "batch-1 latency"))] or lines[-1:] or [""]
+    return done.returncode, time.monotonic() - start, picked[-1][:220]
 
 
 def main() -> None:
