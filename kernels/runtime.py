@@ -29,18 +29,16 @@ def _to_float32(t: torch.Tensor) -> torch.Tensor:
 class PackagedModel(nn.Module):
     """The loaded package: call it like the original model. `manifest` says what runs where."""
 
-    def __init__(self, graph: nn.Module, manifest: dict, library: Path | None,
-                 input_shapes: list[tuple[int | None, ...] | None] | None = None):
+    def __init__(self, graph: nn.Module, manifest: dict, library: Path | None):
         super().__init__()
         self.graph = graph
         self.manifest = manifest
         self.library = library
-        self.input_shapes = input_shapes  # per input tensor, None for a dynamic size; None: not checked here
+        self.input_shapes = _input_shapes(graph)  # per input tensor, None for a dynamic size
 
     def forward(self, *args, **kwargs):
         leaves = pytree.tree_leaves((args, kwargs))
-        if self.input_shapes is not None:
-            _check_inputs(leaves, self.input_shapes)
+        _check_inputs(leaves, self.input_shapes)
         # The kernels compute in float32: a half-precision model's float16 / bfloat16 inputs are cast up and its
         # outputs back, so the package takes and returns what the model did.
         half = {t.dtype for t in leaves if isinstance(t, torch.Tensor)} & _HALF
@@ -146,7 +144,6 @@ def load(package_dir: Path, *, cache_dir: Path | None = None, dense: bool = Fals
     # Without torch.export's per-call guards and input-constraint hook; PackagedModel checks the shapes itself
     graph = program.module(check_guards=False)
     graph.validate_inputs = False
-    input_shapes = _input_shapes(graph)
     sparse = [layer for layer in manifest["layers"] if layer["kernel"] == "sparse"]
     library = None
     kernels: dict[str, nn.Module] = {}
@@ -174,7 +171,7 @@ def load(package_dir: Path, *, cache_dir: Path | None = None, dense: bool = Fals
         if segments:
             from kernels.segments import fuse_compiled_segments
             fuse_compiled_segments(graph)
-    return PackagedModel(graph, manifest, library, input_shapes)
+    return PackagedModel(graph, manifest, library)
 
 
 __all__ = ["load", "PackagedModel", "KernelError"]
