@@ -142,6 +142,13 @@ class ZerodataClient:
         params = {"offset": offset, "limit": limit, **({"status": status} if status else {})}
         return self.request("GET", "/v1/jobs", params=params).json()
 
+    def delete_job(self, job_id: str) -> None:
+        self.request("DELETE", f"/v1/jobs/{quote(job_id, safe='')}")
+
+    def delete_model(self, model_id: str) -> None:
+        """Erases the model and every job run on it; RefusedError 409 while one of them is queued or running."""
+        self.request("DELETE", f"/v1/models/{quote(model_id, safe='')}")
+
     def list_artifacts(self, job_id: str) -> list[dict]:
         return self.request("GET", f"/v1/jobs/{quote(job_id, safe='')}/artifacts").json()["data"]
 

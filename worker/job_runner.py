@@ -116,6 +116,10 @@ def run_claimed_job(job: Job, attempt: int, settings: Settings) -> str:
                                         summary=summary, artifacts=artifacts,
                                         stage_seconds=progress.finished_stage_seconds())
     if not recorded:
+        with new_session() as session:
+            deleted = session.get(Job, job.id) is None
+        if deleted:  # erased by its owner meanwhile: results stored above must not outlive the row
+            storage.delete(f"jobs/{job.id}")
         return "lost"
     _send_webhook(job, status, error, summary, settings)
     return status

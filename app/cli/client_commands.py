@@ -136,14 +136,17 @@ def _download_all(client, job_id: str, out_dir: Path, quiet: bool) -> list[Path]
 @click.option("--min-speedup", type=float, help="Gate: compiled sparse vs dense ONNX Runtime at batch 1, e.g. 1.3.")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), help="Gate: top-1 agreement on synthetic inputs, e.g. 0.95.")
 @click.option("--max-size-mb", type=float, help="Gate: compressed model size in MB.")
+@click.option("--delete-after", is_flag=True,
+              help="With --wait: once the job has ended (and its artifacts are downloaded), erase the uploaded model "
+                   "and the job from the server (only the job when other jobs still use the model).")
 @click.option("--wait-timeout", type=float, default=None, help="Give up waiting after this many seconds (exit 5).")
 @click.option("--poll", type=float, default=1.0, show_default=True, help="Seconds between status checks.")
 @timeout_option
 @click.option("--quiet", is_flag=True, help="No progress output; only the final line.")
 def submit(model, server, api_key, entries, library_size, connectivity, target_compression, synthetic,
            synthetic_samples, synthetic_steps, recovery_steps, time_budget_s, device, seed, compile_, measure,
-           overrides, webhook_url, wait, out_dir, min_speedup, min_agreement, max_size_mb, wait_timeout, poll,
-           http_timeout, quiet) -> None:
+           overrides, webhook_url, wait, out_dir, min_speedup, min_agreement, max_size_mb, delete_after, wait_timeout,
+           poll, http_timeout, quiet) -> None:
     """Upload MODEL, start a compression job and (with --wait) gate on its report."""
     from app.cli.model_file import self_contained
     from app.client import EXIT_GATE, EXIT_JOB_FAILED, ClientError
@@ -155,6 +158,8 @@ def submit(model, server, api_key, entries, library_size, connectivity, target_c
         measure=measure), overrides)
     if not wait and any(g is not None for g in (min_speedup, min_agreement, max_size_mb)):
         raise click.UsageError("--min-speedup/--min-agreement/--max-size-mb need --wait")
+    if delete_after and not wait:
+        raise click.UsageError("--delete-after needs --wait")
     bar = None
     try:
         with _client(server, api_key, http_timeout) as client:
@@ -170,8 +175,12 @@ def submit(model, server, api_key, entries, library_size, connectivity, target_c
             bar.close()
             if job["status"] != "succeeded":
                 click.echo(f"error: job {job['id']} {job['status']}: {job.get('error') or 'no reason given'}", err=True)
+                if delete_after:
+                    _erase(client, job)
                 sys.exit(EXIT_JOB_FAILED)
             paths = _download_all(client, job["id"], out_dir, quiet)
+            if delete_after:
+                _erase(client, job)
     except ClientError as exc:
         if bar:
             bar.close()
@@ -186,6 +195,41 @@ def submit(model, server, api_key, entries, library_size, connectivity, target_c
         for message in missed:
             click.echo(f"gate missed: {message}", err=True)
         sys.exit(EXIT_GATE)
+
+
+def _erase(client, job: dict) -> None:
+    """The model with its jobs; only this job when the model is busy with others (e.g. parallel CI runs that
+    uploaded the same file share one model)."""
+    from app.client import RefusedError
+
+    try:
+        client.delete_model(job["model_id"])
+        click.echo(f"deleted model {job['model_id']} and its jobs from the server", err=True)
+    except RefusedError as exc:
+        if exc.status_code != 409:
+            raise
+        client.delete_job(job["id"])
+        click.echo(f"deleted job {job['id']}; model {job['model_id']} kept: other jobs still use it", err=True)
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--model", "models", is_flag=True, help="The ids are models: erase each with every job run on it.")
+@server_option
+@key_option
+@timeout_option
+def delete(ids, models, server, api_key, http_timeout) -> None:
+    """Erase jobs (results and records) from the server, or with --model uploaded models and all their jobs.
+    Queued or running jobs must be canceled first."""
+    from app.client import ClientError
+
+    try:
+        with _client(server, api_key, http_timeout) as client:
+            for item in ids:
+                (client.delete_model if models else client.delete_job)(item)
+                click.echo(f"deleted {'model' if models else 'job'} {item}")
+    except ClientError as exc:
+        _fail(exc)
 
 
 def _upload_with_bar(client, model: Path, quiet: bool) -> dict:
@@ -286,4 +330,4 @@ def jobs(server, api_key, http_timeout, limit, offset, status_filter) -> None:
     click.echo(f"{len(page['data'])} of {page['count']} jobs", err=True)
 
 
-COMMANDS: list = [submit, status, download, jobs]
+COMMANDS: list = [submit, status, download, jobs, delete]

@@ -1,4 +1,4 @@
-// Job page: live progress over Server-Sent Events, cancel, then downloads and the rendered report.
+// Job page: live progress over Server-Sent Events, cancel, then downloads and the rendered report; delete.
 "use strict";
 (function () {
   const root = document.getElementById("job");
@@ -34,6 +34,7 @@
     if (finished) return;
     finished = true;
     $("live").hidden = true;
+    $("delete-job").hidden = false;
     if (job.status !== "succeeded") {
       $("failure-title").textContent = job.status === "canceled" ? "This job was canceled" : "This job failed";
       $("job-error").textContent = job.error || (job.status === "canceled" ? "Canceled before it finished." : "No reason was recorded.");
@@ -78,6 +79,19 @@
       alert("Could not cancel: " + err.message);
     }
   });
+
+  async function erase(path, what) {
+    if (!window.confirm("Delete " + what + "? This cannot be undone.")) return;
+    try {
+      await zd.api("DELETE", path);
+      window.location.assign("/jobs");
+    } catch (err) {
+      zd.show($("erase-error"), "Could not delete: " + err.message);
+    }
+  }
+  $("delete-job").addEventListener("click", () => erase(base, "this job and its results"));
+  $("delete-model").addEventListener("click", () =>
+    erase("/v1/models/" + encodeURIComponent(root.dataset.modelId), "the model and every job run on it"));
 
   if (TERMINAL.includes(root.dataset.status)) {
     zd.api("GET", base).then(render);

@@ -24,3 +24,22 @@ def stored_files(settings) -> list[Path]:
     """Every file in storage and in the upload scratch folder (refused uploads must leave none)."""
     roots = [Path(settings.effective_storage_url.removeprefix("file://")), settings.work_dir / "uploads"]
     return [p for root in roots if root.exists() for p in root.rglob("*") if p.is_file()]
+
+
+def finish_with_artifacts(job_id: str, folder: Path, files: dict[str, bytes]) -> None:
+    """Play the worker's part for `job_id`: claim it, store `files` as its artifacts, record success."""
+    from app import job_state
+    from app.db import new_session
+    from app.storage import get_storage
+
+    with new_session() as session:
+        claim = job_state.claim_job(session, job_id=job_id, max_attempts=3, stale_after_s=60)
+    folder.mkdir(parents=True)
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    get_storage().replace_folder(f"jobs/{job_id}", folder)
+    rows = [dict(name=name, size_bytes=len(content), sha256="c" * 64, storage_key=f"jobs/{job_id}/{name}")
+            for name, content in files.items()]
+    with new_session() as session:
+        assert job_state.finish_job(session, job_id=job_id, attempt=claim.attempt, status="succeeded",
+                                    artifacts=rows)

@@ -6,7 +6,7 @@ import json
 import pytest
 import redis
 
-from tests.app.helpers import upload
+from tests.app.helpers import finish_with_artifacts, upload
 
 
 @pytest.fixture
@@ -127,22 +127,16 @@ def test_health_and_openapi(client):
     assert "multipart/form-data" in paths["/v1/models"]["post"]["requestBody"]["content"]
 
 
-def test_artifact_download_streams_stored_bytes_and_410_when_gone(client, auth, model_id, settings_env, tmp_path):
-    from app import job_state
+def test_artifact_download_streams_stored_bytes_and_410_when_gone(client, auth, model_id, tmp_path):
     from app.db import new_session
-    from app.storage import get_storage
+    from app.models import Artifact
 
     job = create(client, auth, model_id).json()
-    with new_session() as session:
-        claim = job_state.claim_job(session, job_id=job["id"], max_attempts=3, stale_after_s=60)
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "report.json").write_text('{"ok": true}')
-    get_storage().replace_folder(f"jobs/{job['id']}", out)
-    rows = [dict(name="report.json", size_bytes=12, sha256="c" * 64, storage_key=f"jobs/{job['id']}/report.json"),
-            dict(name="model.pt2", size_bytes=1, sha256="d" * 64, storage_key=f"jobs/{job['id']}/model.pt2")]
-    with new_session() as session:
-        assert job_state.finish_job(session, job_id=job["id"], attempt=claim.attempt, status="succeeded", artifacts=rows)
+    finish_with_artifacts(job["id"], tmp_path / "out", {"report.json": b'{"ok": true}'})
+    with new_session() as session:  # a row whose object is missing from storage
+        session.add(Artifact(job_id=job["id"], name="model.pt2", size_bytes=1, sha256="d" * 64,
+                             storage_key=f"jobs/{job['id']}/model.pt2"))
+        session.commit()
     listing = client.get(f"/v1/jobs/{job['id']}/artifacts", headers=auth).json()
     assert [a["name"] for a in listing["data"]] == ["model.pt2", "report.json"]
     assert listing["data"][1]["url"].endswith(f"/v1/jobs/{job['id']}/artifacts/report.json")

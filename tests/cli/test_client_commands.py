@@ -1,4 +1,4 @@
-"""The CI client (`zerodata submit/status/download/jobs`) against the real server and a real worker."""
+"""The CI client (`zerodata submit/status/download/jobs/delete`) against the real server and a real worker."""
 import json
 import os
 import subprocess
@@ -147,6 +147,45 @@ def test_unknown_job_is_404(service, key):
     assert result.returncode == 6 and "HTTP 404" in result.stderr
 
 
+@pytest.fixture
+def own_model_file(tmp_path) -> Path:
+    """A model no other test uploads: erasing it cannot take the module's shared jobs along."""
+    from tests.tiny_models import export_pt2, tiny_resnet
+
+    return export_pt2(tiny_resnet(seed=7), tmp_path / "own.pt2")
+
+
+def created_ids(stderr: str) -> tuple[str, str]:
+    words = next(line for line in stderr.splitlines() if " created on model " in line).split()
+    return words[1], words[5]
+
+
+def test_submit_delete_after_leaves_nothing_on_the_server(service, key, own_model_file, tmp_path):
+    result = run(["submit", str(own_model_file), "--wait", "--out", str(tmp_path / "out"), "--no-compile",
+                  "--no-measure", "--delete-after", *TINY], server=service.url, key=key)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "report.json").is_file()
+    job_id, model_id = created_ids(result.stderr)
+    assert f"deleted model {model_id}" in result.stderr
+    with service.client(key) as client:
+        assert client.get(f"/v1/jobs/{job_id}").status_code == 404
+        assert client.get(f"/v1/models/{model_id}").status_code == 404
+
+
+def test_delete_command_erases_jobs_then_models(service, key, own_model_file, tmp_path):
+    result = run(["submit", str(own_model_file), "--wait", "--out", str(tmp_path), "--no-compile", "--no-measure",
+                  *TINY], server=service.url, key=key)
+    assert result.returncode == 0, result.stderr
+    job_id, model_id = created_ids(result.stderr)
+    deleted = run(["delete", job_id], server=service.url, key=key)
+    assert deleted.returncode == 0 and f"deleted job {job_id}" in deleted.stdout
+    again = run(["delete", job_id], server=service.url, key=key)
+    assert again.returncode == 6 and "job not found" in again.stderr
+    assert run(["delete", "--model", model_id], server=service.url, key=key).returncode == 0
+    with service.client(key) as client:
+        assert client.get(f"/v1/models/{model_id}").status_code == 404
+
+
 def test_gates_need_wait(model_file):
     result = run(["submit", str(model_file), "--min-speedup", "2"], server="http://127.0.0.1:1", key="k")
     assert result.returncode == 2 and "need --wait" in result.stderr
@@ -162,6 +201,8 @@ def test_help_documents_exit_codes():
     (["submit", "README.md", "--set", "garbage"], "expected KEY=VALUE"),
     (["submit", "README.md", "--min-agreement", "1.5", "--wait"], "1.5"),
     (["submit", "README.md", "--server", "ftp://example.com"], "must start with http"),
+    (["submit", "README.md", "--delete-after"], "--delete-after needs --wait"),
+    (["delete"], "Missing argument"),
 ])
 def test_malformed_command_lines(args, message):
     result = run(args, key="k")

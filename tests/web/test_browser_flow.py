@@ -175,6 +175,35 @@ def test_cancel_button(page, key, service):
     assert page.text_content("#failure-title") == "This job was canceled"
 
 
+def test_delete_buttons_refuse_while_running_then_erase(page, key, service):
+    with service.client(key) as client:
+        model = client.post("/v1/models", files={"file": ("tiny.pt2", tiny_pt2_bytes())}).json()
+        job = client.post("/v1/jobs", json={"model_id": model["id"], "config": {
+            "synthetic_steps": 100000, "compile": False, "measure": False}}).json()
+    page.on("dialog", lambda dialog: dialog.accept())
+    sign_in(page, key)
+    page.goto(f"/jobs/{job['id']}")
+    assert page.is_hidden("#delete-job")  # nothing to delete while the job runs
+    page.click("#delete-model")
+    page.wait_for_selector("#erase-error:not([hidden])")
+    assert "cancel" in page.text_content("#erase-error")
+    page.click("#cancel-job")
+    page.wait_for_selector("#delete-job:not([hidden])", timeout=120_000)
+    page.click("#delete-job")
+    page.wait_for_url("**/jobs")
+    with service.client(key) as client:
+        assert client.get(f"/v1/jobs/{job['id']}").status_code == 404
+        assert client.get(f"/v1/models/{model['id']}").status_code == 200
+        other = client.post("/v1/jobs", json={"model_id": model["id"]}).json()
+        client.post(f"/v1/jobs/{other['id']}/cancel")
+    page.goto(f"/jobs/{other['id']}")
+    page.click("#delete-model")
+    page.wait_for_url("**/jobs")
+    with service.client(key) as client:
+        assert client.get(f"/v1/models/{model['id']}").status_code == 404
+        assert client.get(f"/v1/jobs/{other['id']}").status_code == 404
+
+
 def test_hostile_job_id_and_other_tenants_job_are_404(page, key, service):
     other = service.create_key("someone-else")
     with service.client(other) as client:

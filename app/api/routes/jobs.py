@@ -1,11 +1,12 @@
-"""Create, read, list and cancel compression jobs. The job row is written first, then its id is
+"""Create, read, list, cancel and delete compression jobs. The job row is written first, then its id is
 sent to the broker by task name; a lost message is re-sent by the worker's sweep."""
 from __future__ import annotations
 
 import logging
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Response
+from sqlalchemy.exc import IntegrityError
 
 from app import crud
 from app.api.presenters import job_public
@@ -13,8 +14,10 @@ from app.auth import TenantDep
 from app.broker import enqueue_job, queue_for
 from app.config import get_settings
 from app.db import SessionDep
+from app.erasure import StillActive, erase_job
 from app.models import TERMINAL_STATUSES
 from app.schemas import JobCreate, JobPublic, Message, Page
+from app.storage import get_storage
 from app.webhook_policy import validate_webhook_url
 
 log = logging.getLogger(__name__)
@@ -36,8 +39,12 @@ def create_job(body: JobCreate, tenant: TenantDep, session: SessionDep) -> JobPu
         except ValueError as exc:
             raise HTTPException(422, f"webhook_url refused: {exc}") from None
     config = body.config.pipeline_config()
-    job = crud.create_job(session, tenant_id=tenant.id, model_id=model.id, config=config,
-                          queue=queue_for(config), webhook_url=body.webhook_url)
+    try:
+        job = crud.create_job(session, tenant_id=tenant.id, model_id=model.id, config=config,
+                              queue=queue_for(config), webhook_url=body.webhook_url)
+    except IntegrityError:  # the model was deleted between the read above and this insert
+        session.rollback()
+        raise HTTPException(404, "model not found") from None
     try:
         enqueue_job(job.id, job.queue, settings)
         crud.mark_enqueued(session, job_id=job.id)
@@ -76,3 +83,18 @@ def cancel_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JobPublic
     if job.status in TERMINAL_STATUSES:
         raise HTTPException(409, f"job already {job.status}")
     return job_public(crud.request_cancel(session, job=job))
+
+
+@router.delete("/{job_id}", status_code=204, responses={**_NOT_FOUND, 409: {"model": Message}})
+def delete_job(job_id: str, tenant: TenantDep, session: SessionDep) -> Response:
+    """Erase a finished, failed or canceled job: its artifacts in storage, then its record. A queued or
+    running job must be canceled first (409). The uploaded model stays."""
+    job = crud.get_job(session, tenant_id=tenant.id, job_id=job_id)
+    if job is None:
+        raise HTTPException(404, "job not found")
+    try:
+        erase_job(session, get_storage(), job)
+    except StillActive as exc:
+        raise HTTPException(409, f"job is {job.status}: cancel it first (POST /v1/jobs/{job.id}/cancel) and "
+                                 "delete it once it has stopped") from exc
+    return Response(status_code=204)

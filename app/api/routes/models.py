@@ -1,4 +1,4 @@
-"""Upload and read models. The upload is streamed to disk, checked by `app.intake` (which executes
+"""Upload, read and delete models. The upload is streamed to disk, checked by `app.intake` (which executes
 nothing), deduplicated per tenant by sha-256, and only then moved into storage."""
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from app.api.presenters import model_public
 from app.auth import CSRF_FIELD, CSRF_HEADER, CallerDep, TenantDep, csrf_matches
 from app.config import get_settings
 from app.db import SessionDep
+from app.erasure import StillActive, erase_model
 from app.intake import IntakeError, inspect_upload
 from app.schemas import Message, ModelPublic, Page
 from app.storage import get_storage
@@ -78,3 +79,17 @@ def read_model(model_id: str, tenant: TenantDep, session: SessionDep) -> ModelPu
     if row is None:
         raise HTTPException(404, "model not found")
     return model_public(row)
+
+
+@router.delete("/{model_id}", status_code=204, responses={404: {"model": Message}, 409: {"model": Message}})
+def delete_model(model_id: str, tenant: TenantDep, session: SessionDep) -> Response:
+    """Erase an uploaded model and every job run on it (results included) from storage and the database.
+    Refused (409, nothing deleted) while any of its jobs is queued or running: cancel those first."""
+    row = crud.get_model(session, tenant_id=tenant.id, model_id=model_id)
+    if row is None:
+        raise HTTPException(404, "model not found")
+    try:
+        erase_model(session, get_storage(), row)
+    except StillActive as exc:
+        raise HTTPException(409, str(exc)) from None
+    return Response(status_code=204)
