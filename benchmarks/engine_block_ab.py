@@ -93,7 +93,7 @@ def main() -> None:
     b.add_argument("variants", help='e.g. \'[{}, {"cutmix_views": 2, "crop_views": 2}]\'')
     b.add_argument("--limit", type=int, default=10000, help="first N test images")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(__import__("os").environ.get("AB_THREADS", "1")))
     if args.command == "prefix":
         prefix(args.model, args.connectivity, args.seed, args.samples, args.out, args.cache_dir or args.out / "cache")
     else:

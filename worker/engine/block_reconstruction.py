@@ -36,6 +36,8 @@ class BlockSettings:
     after_activation: int = 1 # 1 = a block ends after the activation following its residual add, 0 = before it
     teacher_input: int = 1    # 1 = target the dense block on the DENSE input (repairs the error carried in);
     #                           0 = the dense block on the student's input (only this block's own error)
+    inputs: int = 0           # at least this many synthetic inputs: compress_module synthesizes the missing ones
+    #                           with another seed for this stage alone (the layer-wise pass keeps its own set)
 
 
 @dataclass

@@ -73,10 +73,13 @@ class CompressionConfig:
 AUTO_RECOVERY_STEPS = 200
 
 
+def removes_kernels(config: CompressionConfig) -> bool:
+    return config.connectivity > 0 or config.target_compression is not None
+
+
 def effective_recovery_steps(config: CompressionConfig, *, block_reconstruction: bool) -> int:
     """The distillation steps a job runs: the configured number, or the automatic choice for None (distillation
     only when whole kernels are removed and no block reconstruction ran: after it, distillation measured a loss)."""
     if config.recovery_steps is not None:
         return config.recovery_steps
-    removes_kernels = config.connectivity > 0 or config.target_compression is not None
-    return AUTO_RECOVERY_STEPS if removes_kernels and not block_reconstruction else 0
+    return AUTO_RECOVERY_STEPS if removes_kernels(config) and not block_reconstruction else 0

@@ -6,6 +6,8 @@ that is minutes, but an ImageNet-sized model multiplies it by the pixels: a defa
 hour. So when a budget is given, one inversion step is timed on a few inputs first and the input counts, then the
 steps, are cut until the synthesis is expected to take at most SYNTHESIS_SHARE of the budget; the rest is left to
 the stages that follow (their cost grows with the input count too). The report says what was cut and why.
+Extra inputs for the block stage (jobs that remove whole kernels) are the first thing cut: the pruning inputs matter
+more.
 """
 from __future__ import annotations
 
@@ -43,6 +45,8 @@ class SynthesisPlan:
     seconds_per_input_step: float
     expected_s: float
     reduced_from: dict | None = None  # the settings asked for, when the budget cut them
+    block_samples: int = 0  # extra inputs for the block stage only
+    block_steps: int = 0
 
     def report(self) -> dict:
         out = {"seconds_per_input_step": round(self.seconds_per_input_step, 6), "expected_s": round(self.expected_s, 1)}
@@ -53,6 +57,9 @@ class SynthesisPlan:
                               f"steps to {self.samples} x {self.steps} (held-out fidelity inputs {asked['holdout_samples']}"
                               f" -> {self.holdout_samples}) so that their synthesis takes about "
                               f"{self.expected_s:.0f} s; a larger budget may give a more accurate pruned model")
+            if asked.get("block_samples", 0) > self.block_samples:
+                out["warning"] += (f"; the block stage's extra inputs went from {asked['block_samples']} to "
+                                   f"{self.block_samples}")
         return out
 
 
@@ -76,28 +83,39 @@ def seconds_per_input_step(model: nn.Module, input_shape: tuple[int, ...], devic
     return STEP_OVERHEAD * (time.perf_counter() - start) / timed / inputs
 
 
-_PARTS = {"train": ("samples", "steps"), "holdout": ("holdout_samples", "holdout_steps")}
+_PARTS = {"train": ("samples", "steps"), "holdout": ("holdout_samples", "holdout_steps"),
+          "blocks": ("block_samples", "block_steps")}
+_SHRINKING = ("train", "holdout")  # the block part is dropped, not shrunk to a floor
 
 
 def _cost(plan: dict, cached: frozenset) -> int:
-    return sum(plan[n] * plan[s] for part, (n, s) in _PARTS.items() if part not in cached)
+    return sum(plan.get(n, 0) * plan.get(s, 0) for part, (n, s) in _PARTS.items() if part not in cached)
 
 
 def plan_synthesis(budget_s: float, per_input_step: float, samples: int, steps: int, holdout_samples: int,
-                   holdout_steps: int, *, cached: frozenset = frozenset()) -> SynthesisPlan:
+                   holdout_steps: int, *, block_samples: int = 0, block_steps: int = 0,
+                   cached: frozenset = frozenset()) -> SynthesisPlan:
     """The largest input counts (then steps) whose expected synthesis time fits SYNTHESIS_SHARE x budget_s.
 
-    Parts already in the cache ("train", "holdout") cost nothing and are never cut. Counts shrink first, in
-    proportion, to MIN_SAMPLES each (never above what was asked); then steps shrink to MIN_STEPS. When even that
-    does not fit, the minimum runs: a budget is a limit on work, not a reason to fail a job."""
+    Parts already in the cache ("train", "holdout", "blocks") cost nothing and are never cut. The block stage's
+    extra inputs go first, down to none. Then counts shrink, in proportion, to MIN_SAMPLES each (never above what
+    was asked); then steps shrink to MIN_STEPS. When even that does not fit, the minimum runs: a budget is a limit
+    on work, not a reason to fail a job."""
     asked = dict(samples=samples, steps=steps, holdout_samples=holdout_samples, holdout_steps=holdout_steps)
+    if block_samples:
+        asked.update(block_samples=block_samples, block_steps=block_steps)
     allowed = max(0.0, budget_s) * SYNTHESIS_SHARE / max(per_input_step, 1e-12)  # input-steps that fit
     plan = dict(asked)
+    if block_samples and "blocks" not in cached and _cost(plan, cached) > allowed:
+        spare = allowed - _cost({**plan, "block_samples": 0}, cached)
+        fits = int(max(0.0, spare) / max(block_steps, 1)) // SAMPLE_ROUNDING * SAMPLE_ROUNDING
+        plan["block_samples"] = fits if fits >= MIN_SAMPLES else 0
     for index, (floor, rounding) in enumerate(((MIN_SAMPLES, SAMPLE_ROUNDING), (MIN_STEPS, 1))):
         if _cost(plan, cached) <= allowed:
             break
         factor = allowed / _cost(plan, cached)
-        for part, keys in _PARTS.items():
+        for part in _SHRINKING:
+            keys = _PARTS[part]
             if part not in cached:
                 key = keys[index]
                 want = int(plan[key] * factor) // rounding * rounding
@@ -108,14 +126,16 @@ def plan_synthesis(budget_s: float, per_input_step: float, samples: int, steps: 
 
 
 def fit_to_budget(model: nn.Module, input_shape: tuple[int, ...], mode: str, remaining_s: float, device: torch.device,
-                  train: dict, holdout: dict, *, cache_dir=None) -> SynthesisPlan:
-    """Time one step, skip what the cache already holds, and plan. `train` / `holdout` are synthesize_inputs keyword
-    arguments (samples, steps, seed, settings)."""
+                  train: dict, holdout: dict, blocks: dict, *, cache_dir=None) -> SynthesisPlan:
+    """Time one step, skip what the cache already holds, and plan. `train` / `holdout` / `blocks` are
+    synthesize_inputs keyword arguments (samples, steps, seed, settings); `blocks` may ask for 0 samples."""
     from worker.engine.synthetic import is_cached
 
-    cached = frozenset(part for part, args in (("train", train), ("holdout", holdout))
-                       if is_cached(model, input_shape, mode, cache_dir=cache_dir, **args))
+    parts = {"train": train, "holdout": holdout, "blocks": blocks}
+    cached = frozenset(part for part, args in parts.items()
+                       if args["samples"] == 0 or is_cached(model, input_shape, mode, cache_dir=cache_dir, **args))
     batch = min(train["settings"].batch, train["samples"])
-    per_step = 0.0 if len(cached) == 2 else seconds_per_input_step(model, input_shape, device, batch)
+    per_step = 0.0 if len(cached) == len(parts) else seconds_per_input_step(model, input_shape, device, batch)
     return plan_synthesis(remaining_s, per_step, train["samples"], train["steps"], holdout["samples"],
-                          holdout["steps"], cached=cached)
+                          holdout["steps"], block_samples=blocks["samples"], block_steps=blocks["steps"],
+                          cached=cached)
