@@ -53,7 +53,8 @@ BLOCK_RECONSTRUCTION_STEPS = 100
 # With whole kernels removed the block stage has far more to repair, and its inputs decide how well: on ResNet-56 at
 # 0.5 connectivity 128 REAL images there gave a drop of 2.57 against 4.00 on the 128 synthetic ones. 256 synthetic
 # inputs (128 more, another seed; sample_budget.block_stage_samples), 300 steps and pairs of residual blocks tuned
-# together closed 1.06 / ... of that (docs/benchmarks/engine.md, session 17). The layer-wise pass keeps its inputs.
+# together took it to 2.94 (seed 1: 3.98 -> 3.49; docs/benchmarks/engine.md, session 17). The layer-wise pass keeps
+# its inputs: with real ones there instead the drop was still 3.14.
 KERNEL_REMOVAL_BLOCKS = {"steps": 300, "min_layers": 4}
 BLOCK_SEED_OFFSET = 2_000_003  # the block stage's extra inputs overlap neither the pruning nor the fidelity inputs
 
