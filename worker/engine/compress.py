@@ -17,7 +17,7 @@ from torch import nn
 from worker.engine.admm import SELECTIONS
 from worker.engine.block_reconstruction import BlockSettings, reconstruct_blocks
 from worker.engine.config import (CompressionConfig, ConnectivityAllocation, LinearSparsity, SyntheticMode,
-                                  effective_recovery_steps, removes_kernels)
+                                  effective_recovery_steps)
 from worker.engine.connectivity import check_rate
 from worker.engine.errors import EngineError, InvalidConfigError, UnsupportedModelError
 from worker.engine.fidelity import measure_fidelity
@@ -45,17 +45,15 @@ HOLDOUT_STEP_FRACTION = 0.5
 # Distillation's feature terms match each pruned conv's BatchNorm output ("output") or its input ("input": the residual
 # stream at a block's first conv, which residual targets repair, rather than a branch they deliberately change).
 DISTILL_FEATURES = "output"
-# Block-wise reconstruction after the layer-wise pass (block_reconstruction.py): Adam steps per residual block.
-# On the 1/f-noise synthetic inputs: ResNet-20 +1.20 pattern-only, +1.50 at 50% connectivity; on the older inputs
-# ResNet-56 +0.15 / +0.05 (docs/benchmarks/engine.md, session 4). extra.block_reconstruction overrides it (0 = off).
-# Since session 8 the stage also sees one CutMix and one random-crop copy of the inputs (block_views.py).
-BLOCK_RECONSTRUCTION_STEPS = 100
-# With whole kernels removed the block stage has far more to repair, and its inputs decide how well: on ResNet-56 at
-# 0.5 connectivity 128 REAL images there gave a drop of 2.57 against 4.00 on the 128 synthetic ones. 256 synthetic
-# inputs (128 more, another seed; sample_budget.block_stage_samples), 300 steps and pairs of residual blocks tuned
-# together took it to 2.94 (seed 1: 3.98 -> 3.49; docs/benchmarks/engine.md, session 17). The layer-wise pass keeps
-# its inputs: with real ones there instead the drop was still 3.14.
-KERNEL_REMOVAL_BLOCKS = {"steps": 300, "min_layers": 4}
+# Block-wise reconstruction after the layer-wise pass (block_reconstruction.py): each residual block's kept weights
+# tuned to the dense model's block outputs; on by default since session 4 (extra.block_reconstruction: 0 turns it
+# off), with a CutMix and a random-crop copy of the inputs since session 8 (block_views.py). Its inputs decide how
+# well it repairs: on ResNet-56 at 0.5 connectivity 128 REAL images there gave a drop of 2.57 against 4.00 on the
+# 128 synthetic ones (the layer-wise pass on real ones: 3.14). Since session 17 it sees the pruning set doubled (up
+# to 256: sample_budget.block_stage_samples; the extra inputs of another seed), runs 300 steps instead of 100 and
+# tunes pairs of residual blocks: ResNet-56 drop 4.00 / 3.98 -> 2.94 / 3.49 at 0.5 connectivity, 1.34 / 1.24 ->
+# 1.06 / 1.07 pattern-only (seeds 0 / 1; docs/benchmarks/engine.md, session 17).
+BLOCK_DEFAULTS = {"steps": 300, "min_layers": 4}
 BLOCK_SEED_OFFSET = 2_000_003  # the block stage's extra inputs overlap neither the pruning nor the fidelity inputs
 
 
@@ -161,18 +159,14 @@ def depthwise_connectivity_note(other_layers: bool) -> str:
 
 
 def block_settings(config: CompressionConfig, macs: int | None = None) -> BlockSettings:
-    """extra.block_reconstruction: steps per block (an integer) or a mapping of BlockSettings fields, over the
-    defaults for the job's kind (KERNEL_REMOVAL_BLOCKS when whole kernels go, with more inputs for a model of
-    `macs` per image when it is cheap enough; config.synthetic_samples resolved)."""
-    defaults = {"steps": BLOCK_RECONSTRUCTION_STEPS}
-    if removes_kernels(config):
-        inputs = 0 if macs is None else block_stage_samples(macs, config.synthetic_samples or 0)
-        defaults = {**KERNEL_REMOVAL_BLOCKS, "inputs": inputs}
+    """extra.block_reconstruction: steps per block (an integer) or a mapping of BlockSettings fields, over
+    BLOCK_DEFAULTS and, for a model of `macs` per image (config.synthetic_samples resolved), its input count."""
+    inputs = 0 if macs is None else block_stage_samples(macs, config.synthetic_samples or 0)
     given = config.extra.get("block_reconstruction", {}) if isinstance(config.extra, dict) else {}
     if isinstance(given, int) and not isinstance(given, bool):
         given = {"steps": given}
     if isinstance(given, dict):
-        given = {**defaults, **given}
+        given = {**BLOCK_DEFAULTS, "inputs": inputs, **given}
     return _checked_settings(config, "block_reconstruction", BlockSettings, _BLOCK_LIMITS, given=given)
 
 

@@ -31,14 +31,13 @@ def automatic_samples(macs: int) -> int:
     return max(MIN_SAMPLES, min(MAX_SAMPLES, wanted // STEP * STEP))
 
 
-# With whole kernels removed, the block stage gains from more inputs than the pruning needs: ResNet-56 at 0.5
-# connectivity 128 -> 256 (docs/benchmarks/engine.md, session 17). So the pruning set is doubled for that stage, up to
-# 256, and only up to a few times ResNet-56's cost: on an ImageNet-sized model 128 more inputs are minutes of
-# synthesis and double the block stage's cached activations.
+# The block stage gains from more inputs than the pruning needs: ResNet-56 128 -> 256 (docs/benchmarks/engine.md,
+# session 17). So the pruning set is doubled for that stage, up to 256, and only up to a few times ResNet-56's cost:
+# on an ImageNet-sized model 128 more inputs are minutes of synthesis and double the block stage's cached activations.
 BLOCK_STAGE_SAMPLES = 256
 BLOCK_STAGE_MAX_MACS = 500_000_000  # ResNet-56 on CIFAR is 1.25e8, ResNet-18 at 224x224 1.8e9
 
 
 def block_stage_samples(macs: int, samples: int) -> int:
-    """Inputs the block stage should see when whole kernels are removed (at most `samples`: no extra ones)."""
+    """Inputs the block stage should see (at most `samples`: no extra ones)."""
     return max(samples, min(2 * samples, BLOCK_STAGE_SAMPLES)) if macs <= BLOCK_STAGE_MAX_MACS else samples

@@ -6,7 +6,7 @@ that is minutes, but an ImageNet-sized model multiplies it by the pixels: a defa
 hour. So when a budget is given, one inversion step is timed on a few inputs first and the input counts, then the
 steps, are cut until the synthesis is expected to take at most SYNTHESIS_SHARE of the budget; the rest is left to
 the stages that follow (their cost grows with the input count too). The report says what was cut and why.
-Extra inputs for the block stage (jobs that remove whole kernels) are the first thing cut: the pruning inputs matter
+Extra inputs for the block stage (block_reconstruction.py) are the first thing cut: the pruning inputs matter
 more.
 """
 from __future__ import annotations

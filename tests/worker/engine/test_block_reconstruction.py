@@ -80,27 +80,25 @@ def test_on_by_default_and_zero_turns_it_off():
     assert block_settings(CompressionConfig(extra={"block_reconstruction": 0})).steps == 0
 
 
-def test_removing_whole_kernels_asks_for_more_steps_inputs_and_pairs_of_blocks():
+def test_defaults_ask_for_more_steps_inputs_and_pairs_of_blocks():
     from worker.engine.sample_budget import BLOCK_STAGE_MAX_MACS
 
-    pattern_only = block_settings(CompressionConfig(synthetic_samples=128), macs=10**8)
-    assert (pattern_only.steps, pattern_only.min_layers, pattern_only.inputs) == (100, 2, 0)
-    cut = CompressionConfig(connectivity=0.5, synthetic_samples=128)
-    assert (block_settings(cut, macs=10**8).steps, block_settings(cut, macs=10**8).min_layers) == (300, 4)
-    assert block_settings(cut, macs=10**8).inputs == 256  # the pruning set doubled, up to 256
-    assert block_settings(replace(cut, synthetic_samples=16), macs=10**8).inputs == 32
-    assert block_settings(replace(cut, synthetic_samples=768), macs=10**8).inputs == 768  # nothing extra
-    assert block_settings(cut, macs=BLOCK_STAGE_MAX_MACS + 1).inputs == 128  # an ImageNet-sized model: none either
-    assert block_settings(CompressionConfig(target_compression=3.0, synthetic_samples=64), macs=1).inputs == 128
-    given = replace(cut, extra={"block_reconstruction": {"steps": 50, "inputs": 0}})
+    cfg = CompressionConfig(synthetic_samples=128)
+    settings = block_settings(cfg, macs=10**8)
+    assert (settings.steps, settings.min_layers, settings.inputs) == (300, 4, 256)  # the pruning set doubled
+    assert block_settings(replace(cfg, synthetic_samples=16), macs=10**8).inputs == 32
+    assert block_settings(replace(cfg, synthetic_samples=768), macs=10**8).inputs == 768  # up to 256: none extra
+    assert block_settings(cfg, macs=BLOCK_STAGE_MAX_MACS + 1).inputs == 128  # an ImageNet-sized model: none either
+    given = replace(cfg, extra={"block_reconstruction": {"steps": 50, "inputs": 0}})
     assert (block_settings(given, macs=10**8).steps, block_settings(given, macs=10**8).inputs) == (50, 0)
+    assert block_settings(replace(cfg, extra={"block_reconstruction": 7}), macs=10**8).min_layers == 4
 
 
 def test_the_extra_block_inputs_are_new_ones_made_for_that_stage_only(tmp_path):
     from tests.worker.engine.test_compress import _check_structure, _run
     from worker.engine.compress import BLOCK_SEED_OFFSET
 
-    result, _ = _run(tmp_path, connectivity=0.5, synthetic_samples=16, recovery_steps=0,
+    result, _ = _run(tmp_path, synthetic_samples=16, recovery_steps=0,
                      extra={"inversion": {"batch": 8}, "block_reconstruction": {"steps": 5}})
     report = result.report["recovery"]["block_reconstruction"]
     assert report["inputs"] == 32 and report["blocks"] >= 1
@@ -123,7 +121,8 @@ def test_compress_module_runs_it_in_the_recovery_stage_and_reports_each_block(tm
     import json
 
     from tests.worker.engine.test_compress import _check_structure, _run
-    result, progress = _run(tmp_path, recovery_steps=0, extra={"inversion": {"batch": 8}, "block_reconstruction": 5})
+    result, progress = _run(tmp_path, recovery_steps=0, extra={"inversion": {"batch": 8},
+                                                               "block_reconstruction": {"steps": 5, "min_layers": 2}})
     report = result.report["recovery"]["block_reconstruction"]
     assert report["blocks"] == 2 and all("error_after" in b for b in report["per_block"])
     _check_structure(result)
