@@ -53,13 +53,16 @@ class SynthesisPlan:
         if self.reduced_from:
             asked = self.reduced_from
             out["reduced_from"] = asked
-            out["warning"] = (f"the time budget cut the synthetic inputs from {asked['samples']} x {asked['steps']} "
-                              f"steps to {self.samples} x {self.steps} (held-out fidelity inputs {asked['holdout_samples']}"
-                              f" -> {self.holdout_samples}) so that their synthesis takes about "
-                              f"{self.expected_s:.0f} s; a larger budget may give a more accurate pruned model")
+            cuts = []
+            if (asked["samples"], asked["steps"], asked["holdout_samples"]) != (self.samples, self.steps,
+                                                                                 self.holdout_samples):
+                cuts.append(f"the synthetic inputs from {asked['samples']} x {asked['steps']} steps to {self.samples} "
+                            f"x {self.steps} (held-out fidelity inputs {asked['holdout_samples']} -> "
+                            f"{self.holdout_samples})")
             if asked.get("block_samples", 0) > self.block_samples:
-                out["warning"] += (f"; the block stage's extra inputs went from {asked['block_samples']} to "
-                                   f"{self.block_samples}")
+                cuts.append(f"the block stage's extra inputs from {asked['block_samples']} to {self.block_samples}")
+            out["warning"] = (f"the time budget cut {' and '.join(cuts)} so that their synthesis takes about "
+                              f"{self.expected_s:.0f} s; a larger budget may give a more accurate pruned model")
         return out
 
 
