@@ -6,13 +6,14 @@ import tempfile
 from pathlib import Path
 
 
-@functools.lru_cache(maxsize=1)
-def tiny_pt2_bytes() -> bytes:
-    """A real torch.export archive of the tiny ResNet (exported once per test session)."""
+@functools.lru_cache(maxsize=4)
+def tiny_pt2_bytes(seed: int = 0) -> bytes:
+    """A real torch.export archive of the tiny ResNet (exported once per test session and seed). Another seed gives
+    a model no other test uploads (uploads deduplicate per tenant), e.g. for a test that deletes it."""
     from tests.tiny_models import export_pt2, tiny_resnet
 
     with tempfile.TemporaryDirectory() as tmp:
-        return export_pt2(tiny_resnet(), Path(tmp) / "tiny.pt2").read_bytes()
+        return export_pt2(tiny_resnet(seed=seed), Path(tmp) / "tiny.pt2").read_bytes()
 
 
 def upload(client, headers: dict, content: bytes | None = None, filename: str = "tiny.pt2"):

@@ -150,9 +150,9 @@ def test_unknown_job_is_404(service, key):
 @pytest.fixture
 def own_model_file(tmp_path) -> Path:
     """A model no other test uploads: erasing it cannot take the module's shared jobs along."""
-    from tests.tiny_models import export_pt2, tiny_resnet
-
-    return export_pt2(tiny_resnet(seed=7), tmp_path / "own.pt2")
+    path = tmp_path / "own.pt2"
+    path.write_bytes(tiny_pt2_bytes(seed=7))
+    return path
 
 
 def created_ids(stderr: str) -> tuple[str, str]:

@@ -176,8 +176,8 @@ def test_cancel_button(page, key, service):
 
 
 def test_delete_buttons_refuse_while_running_then_erase(page, key, service):
-    with service.client(key) as client:
-        model = client.post("/v1/models", files={"file": ("tiny.pt2", tiny_pt2_bytes())}).json()
+    with service.client(key) as client:  # its own model: the other tests' jobs must not block or lose it
+        model = client.post("/v1/models", files={"file": ("own.pt2", tiny_pt2_bytes(seed=7))}).json()
         job = client.post("/v1/jobs", json={"model_id": model["id"], "config": {
             "synthetic_steps": 100000, "compile": False, "measure": False}}).json()
     page.on("dialog", lambda dialog: dialog.accept())
@@ -195,7 +195,8 @@ def test_delete_buttons_refuse_while_running_then_erase(page, key, service):
         assert client.get(f"/v1/jobs/{job['id']}").status_code == 404
         assert client.get(f"/v1/models/{model['id']}").status_code == 200
         other = client.post("/v1/jobs", json={"model_id": model["id"]}).json()
-        client.post(f"/v1/jobs/{other['id']}/cancel")
+        client.post(f"/v1/jobs/{other['id']}/cancel")  # a worker may have claimed it already: wait until it stops
+        wait_until(lambda: client.get(f"/v1/jobs/{other['id']}").json()["status"] == "canceled", 120)
     page.goto(f"/jobs/{other['id']}")
     page.click("#delete-model")
     page.wait_for_url("**/jobs")
