@@ -10,21 +10,20 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.models import TERMINAL_STATUSES, Job, StoredModel
-from app.storage import Storage
+from app.storage import Storage, job_prefix
 
 
 class StillActive(Exception):
     """Queued or running jobs would lose their input or results; they must be canceled first."""
 
     def __init__(self, job_ids: list[str]):
-        self.job_ids = job_ids
+        if len(job_ids) == 1:
+            super().__init__(f"job {job_ids[0]} is still queued or running: cancel it first "
+                             f"(POST /v1/jobs/{job_ids[0]}/cancel) and delete once it has stopped")
+            return
         shown = ", ".join(job_ids[:5]) + (f" and {len(job_ids) - 5} more" if len(job_ids) > 5 else "")
-        super().__init__(f"{len(job_ids)} job(s) still queued or running ({shown}): cancel them "
+        super().__init__(f"{len(job_ids)} jobs ({shown}) are still queued or running: cancel them first "
                          "(POST /v1/jobs/{id}/cancel) and delete once they have stopped")
-
-
-def job_prefix(job_id: str) -> str:
-    return f"jobs/{job_id}"
 
 
 def erase_job(session: Session, storage: Storage, job: Job) -> None:
@@ -37,8 +36,8 @@ def erase_job(session: Session, storage: Storage, job: Job) -> None:
     session.commit()
 
 
-def erase_model(session: Session, storage: Storage, model: StoredModel) -> int:
-    """Deletes the upload and all its jobs; returns how many jobs went. The model row is locked first, so a job
+def erase_model(session: Session, storage: Storage, model: StoredModel) -> None:
+    """Deletes the upload and all its jobs. The model row is locked first, so a job
     created for it meanwhile either commits before (and is seen here) or fails its foreign-key check after."""
     session.execute(select(StoredModel.id).where(StoredModel.id == model.id).with_for_update())
     jobs = session.execute(select(Job.id, Job.status).where(Job.model_id == model.id)).all()
@@ -51,4 +50,3 @@ def erase_model(session: Session, storage: Storage, model: StoredModel) -> int:
     storage.delete(model.storage_key)
     session.execute(delete(StoredModel).where(StoredModel.id == model.id))  # jobs and their artifacts cascade
     session.commit()
-    return len(jobs)

@@ -44,6 +44,11 @@ class Storage(Protocol):
     def exists(self, key: str) -> bool: ...
 
 
+def job_prefix(job_id: str) -> str:
+    """Where a job's artifacts live: every object under it belongs to that job."""
+    return f"jobs/{job_id}"
+
+
 def _check_key(key: str) -> str:
     parts = key.split("/")
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):

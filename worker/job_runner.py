@@ -15,7 +15,7 @@ from app import job_state
 from app.config import Settings
 from app.db import new_session
 from app.models import Job
-from app.storage import get_storage
+from app.storage import get_storage, job_prefix
 from worker.cache_trim import trim_cache
 from worker.db_progress import DbProgress, LostOwnership
 from worker.engine.errors import EngineError
@@ -87,11 +87,11 @@ def run_claimed_job(job: Job, attempt: int, settings: Settings) -> str:
             report = run_pipeline(model_path, workdir / "out", config, progress, cache_dir=settings.cache_dir)
         out_dir = workdir / "out"
         artifacts = [dict(name=p.name, size_bytes=p.stat().st_size, sha256=_sha256(p),
-                          storage_key=f"jobs/{job.id}/{p.name}") for p in sorted(out_dir.iterdir()) if p.is_file()]
+                          storage_key=f"{job_prefix(job.id)}/{p.name}") for p in sorted(out_dir.iterdir()) if p.is_file()]
         with new_session() as session:
             if not job_state.still_owned(session, job_id=job.id, attempt=attempt):
                 return "lost"
-        storage.replace_folder(f"jobs/{job.id}", out_dir)
+        storage.replace_folder(job_prefix(job.id), out_dir)
         status, summary = "succeeded", summarize(report)
     except LostOwnership:
         log.warning("job %s attempt %d lost its row to another attempt; stopping", job.id, attempt)
@@ -119,7 +119,7 @@ def run_claimed_job(job: Job, attempt: int, settings: Settings) -> str:
         with new_session() as session:
             deleted = session.get(Job, job.id) is None
         if deleted:  # erased by its owner meanwhile: results stored above must not outlive the row
-            storage.delete(f"jobs/{job.id}")
+            storage.delete(job_prefix(job.id))
         return "lost"
     _send_webhook(job, status, error, summary, settings)
     return status

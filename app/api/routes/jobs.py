@@ -95,6 +95,5 @@ def delete_job(job_id: str, tenant: TenantDep, session: SessionDep) -> Response:
     try:
         erase_job(session, get_storage(), job)
     except StillActive as exc:
-        raise HTTPException(409, f"job is {job.status}: cancel it first (POST /v1/jobs/{job.id}/cancel) and "
-                                 "delete it once it has stopped") from exc
+        raise HTTPException(409, str(exc)) from None
     return Response(status_code=204)
