@@ -20,6 +20,7 @@ from worker.cache_trim import trim_cache
 from worker.db_progress import DbProgress, LostOwnership
 from worker.engine.errors import EngineError
 from worker.heartbeat import Heartbeat
+from worker.model_cache import model_cache_dir
 from worker.progress import JobCancelled
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,8 @@ def run_claimed_job(job: Job, attempt: int, settings: Settings) -> str:
             model_path = workdir / f"input{EXTENSIONS.get(job.model.format, '')}"
             model_path.symlink_to(Path(stored).resolve())
             config = config_within_time_limit(job.config, settings, time.monotonic() - started)
-            report = run_pipeline(model_path, workdir / "out", config, progress, cache_dir=settings.cache_dir)
+            report = run_pipeline(model_path, workdir / "out", config, progress,
+                                  cache_dir=model_cache_dir(settings.cache_dir, job.model_id))
         out_dir = workdir / "out"
         artifacts = [dict(name=p.name, size_bytes=p.stat().st_size, sha256=_sha256(p),
                           storage_key=f"{job_prefix(job.id)}/{p.name}") for p in sorted(out_dir.iterdir()) if p.is_file()]

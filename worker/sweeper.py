@@ -1,6 +1,7 @@
 """A background thread in the worker's main process that runs `app.job_state.sweep` at start and every
 `sweep_interval_s`, and sends the ids it returns to the broker again. Safe with many workers: the
-sweep's updates are conditional, so each stale job is revived by exactly one of them."""
+sweep's updates are conditional, so each stale job is revived by exactly one of them. Each sweep also
+removes this worker's cache of models deleted meanwhile (worker/model_cache.py)."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +11,7 @@ from app import job_state
 from app.broker import QUEUES, broker_client, enqueue_job
 from app.config import Settings
 from app.db import new_session
+from worker.model_cache import purge_erased_models
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ def sweep_once(settings: Settings) -> list[str]:
     for job_id, queue in due:
         log.warning("re-sending job %s to queue %s (worker lost or message lost)", job_id, queue)
         enqueue_job(job_id, queue, settings)
+    with new_session() as session:
+        purge_erased_models(settings.cache_dir, session)
     return [job_id for job_id, _ in due]
 
 

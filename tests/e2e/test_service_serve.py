@@ -21,7 +21,8 @@ pytestmark = pytest.mark.e2e
 def test_serve_embedded_runs_a_job_end_to_end(tmp_path):
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "BROKER_URL", "STORAGE_URL") and not k.startswith("ZERODATA_")}
-    env.update(ZERODATA_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env.update(ZERODATA_HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+               ZERODATA_SWEEP_INTERVAL_S="1")
     port = free_port()
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
@@ -50,8 +51,18 @@ def test_serve_embedded_runs_a_job_end_to_end(tmp_path):
             assert package.status_code == 200
             with zipfile.ZipFile(io.BytesIO(package.content)) as archive:
                 assert any(name.endswith("manifest.json") for name in archive.namelist())
-        home = tmp_path / "home"
-        assert (home / "zerodata.db").is_file() and (home / "storage" / "jobs" / job["id"]).is_dir()
+            # What the worker cached from the model (inverted inputs, kernel builds embedding its weights) goes
+            # with it: the worker's next sweep removes the model's cache folder.
+            home = tmp_path / "home"
+            assert (home / "storage" / "jobs" / job["id"]).is_dir()
+            model_cache = home / "cache" / "models" / model["id"]
+            assert (model_cache / "synthetic").is_dir() and (model_cache / "kernels").is_dir()
+            assert client.delete(f"/v1/models/{model['id']}").status_code == 204
+            deadline = time.monotonic() + 30
+            while model_cache.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not model_cache.exists(), log.read_text()[-3000:]
+        assert (home / "zerodata.db").is_file() and not (home / "storage" / "jobs" / job["id"]).exists()
         assert not (ROOT / ".zerodata" / "storage" / "jobs" / job["id"]).exists()  # nothing leaked into the tree
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) is not None
