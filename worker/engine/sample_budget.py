@@ -31,13 +31,15 @@ def automatic_samples(macs: int) -> int:
     return max(MIN_SAMPLES, min(MAX_SAMPLES, wanted // STEP * STEP))
 
 
-# The block stage gains from more inputs than the pruning needs: ResNet-56 128 -> 256 (docs/benchmarks/engine.md,
-# session 17). So the pruning set is doubled for that stage, up to 256, and only up to a few times ResNet-56's cost:
-# on an ImageNet-sized model 128 more inputs are minutes of synthesis and double the block stage's cached activations.
-BLOCK_STAGE_SAMPLES = 256
-BLOCK_STAGE_MAX_MACS = 500_000_000  # ResNet-56 on CIFAR is 1.25e8, ResNet-18 at 224x224 1.8e9
+# The block stage gains from more inputs than the pruning needs: ResNet-56 128 -> 256 -> 512 (docs/benchmarks/engine.md,
+# sessions 17-18). Its extra inputs are synthesized for it alone, so they are capped by what they cost: up to 512
+# inputs and 4x the pruning set (a small test run stays small), and no more inverted input-MACs than ResNet-56's
+# 512 (a model 4x dearer gets 128, an ImageNet-sized one none: minutes of synthesis and cached activations there).
+BLOCK_STAGE_SAMPLES = 512
+BLOCK_STAGE_MACS_BUDGET = 512 * 130_000_000  # ResNet-56 on CIFAR: 1.255e8 MACs per image; ResNet-18 at 224: 1.8e9
 
 
 def block_stage_samples(macs: int, samples: int) -> int:
-    """Inputs the block stage should see (at most `samples`: no extra ones)."""
-    return max(samples, min(2 * samples, BLOCK_STAGE_SAMPLES)) if macs <= BLOCK_STAGE_MAX_MACS else samples
+    """Inputs the block stage should see: at least the pruning set (`samples`), in whole inversion batches."""
+    affordable = min(BLOCK_STAGE_SAMPLES, 4 * samples, BLOCK_STAGE_MACS_BUDGET // max(int(macs), 1))
+    return max(samples, affordable // STEP * STEP)

@@ -81,14 +81,14 @@ def test_on_by_default_and_zero_turns_it_off():
 
 
 def test_defaults_ask_for_more_steps_inputs_and_pairs_of_blocks():
-    from worker.engine.sample_budget import BLOCK_STAGE_MAX_MACS
-
+    resnet56 = 125_485_696
     cfg = CompressionConfig(synthetic_samples=128)
-    settings = block_settings(cfg, macs=10**8)
-    assert (settings.steps, settings.min_layers, settings.inputs) == (300, 4, 256)  # the pruning set doubled
-    assert block_settings(replace(cfg, synthetic_samples=16), macs=10**8).inputs == 32
-    assert block_settings(replace(cfg, synthetic_samples=768), macs=10**8).inputs == 768  # up to 256: none extra
-    assert block_settings(cfg, macs=BLOCK_STAGE_MAX_MACS + 1).inputs == 128  # an ImageNet-sized model: none either
+    settings = block_settings(cfg, macs=resnet56)
+    assert (settings.steps, settings.min_layers, settings.inputs) == (300, 4, 512)  # 4x the pruning set
+    assert block_settings(replace(cfg, synthetic_samples=16), macs=10**8).inputs == 64  # a small run stays small
+    assert block_settings(replace(cfg, synthetic_samples=768), macs=resnet56 // 3).inputs == 768  # none extra
+    assert block_settings(cfg, macs=2 * resnet56).inputs == 256  # dearer per input: fewer extra ones
+    assert block_settings(cfg, macs=1_800_000_000).inputs == 128  # an ImageNet-sized model: none
     given = replace(cfg, extra={"block_reconstruction": {"steps": 50, "inputs": 0}})
     assert (block_settings(given, macs=10**8).steps, block_settings(given, macs=10**8).inputs) == (50, 0)
     assert block_settings(replace(cfg, extra={"block_reconstruction": 7}), macs=10**8).min_layers == 4
@@ -101,8 +101,8 @@ def test_the_extra_block_inputs_are_new_ones_made_for_that_stage_only(tmp_path):
     result, _ = _run(tmp_path, synthetic_samples=16, recovery_steps=0,
                      extra={"inversion": {"batch": 8}, "block_reconstruction": {"steps": 5}})
     report = result.report["recovery"]["block_reconstruction"]
-    assert report["inputs"] == 32 and report["blocks"] >= 1
-    assert report["extra_inputs"]["samples"] == 16 and report["extra_inputs"]["seed"] == BLOCK_SEED_OFFSET
+    assert report["inputs"] == 64 and report["blocks"] >= 1
+    assert report["extra_inputs"]["samples"] == 48 and report["extra_inputs"]["seed"] == BLOCK_SEED_OFFSET
     assert result.report["synthetic"]["samples"] == 16  # the layer-wise pass kept its own set
     _check_structure(result)
 
