@@ -49,10 +49,10 @@ DISTILL_FEATURES = "output"
 # tuned to the dense model's block outputs; on by default since session 4 (extra.block_reconstruction: 0 turns it
 # off), with a CutMix and a random-crop copy of the inputs since session 8 (block_views.py). Its inputs decide how
 # well it repairs: on ResNet-56 at 0.5 connectivity 128 REAL images there gave a drop of 2.57 against 4.00 on the
-# 128 synthetic ones (the layer-wise pass on real ones: 3.14). Since session 17 it sees the pruning set doubled (up
-# to 256: sample_budget.block_stage_samples; the extra inputs of another seed), runs 300 steps instead of 100 and
-# tunes pairs of residual blocks: ResNet-56 drop 4.00 / 3.98 -> 2.94 / 3.49 at 0.5 connectivity, 1.34 / 1.24 ->
-# 1.06 / 1.07 pattern-only (seeds 0 / 1; docs/benchmarks/engine.md, session 17).
+# 128 synthetic ones (the layer-wise pass on real ones: 3.14). Since session 17 it runs 300 steps instead of 100 on
+# pairs of residual blocks and sees more inputs than the pruning set (the extra ones of another seed; since session
+# 18 up to 512: sample_budget.block_stage_samples): ResNet-56 drop at 0.5 connectivity 4.00 / 3.98 (session 16's
+# stage) -> 2.73 / 2.84, pattern-only 1.34 / 1.24 -> 1.18 / 1.16 (seeds 0 / 1; docs/benchmarks/engine.md).
 BLOCK_DEFAULTS = {"steps": 300, "min_layers": 4}
 BLOCK_SEED_OFFSET = 2_000_003  # the block stage's extra inputs overlap neither the pruning nor the fidelity inputs
 
