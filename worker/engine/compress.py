@@ -51,8 +51,9 @@ DISTILL_FEATURES = "output"
 # well it repairs: on ResNet-56 at 0.5 connectivity 128 REAL images there gave a drop of 2.57 against 4.00 on the
 # 128 synthetic ones (the layer-wise pass on real ones: 3.14). Since session 17 it runs 300 steps instead of 100 on
 # pairs of residual blocks and sees more inputs than the pruning set (the extra ones of another seed; since session
-# 18 up to 512: sample_budget.block_stage_samples): ResNet-56 drop at 0.5 connectivity 4.00 / 3.98 (session 16's
-# stage) -> 2.73 / 2.84, pattern-only 1.34 / 1.24 -> 1.18 / 1.16 (seeds 0 / 1; docs/benchmarks/engine.md).
+# 18 up to 512: sample_budget.block_stage_samples). ResNet-56, seeds 0 / 1: pairs and 300 steps took the drop at
+# 0.5 connectivity from 4.00 / 3.98 to 3.30 / 3.55 (session 17, 128 inputs); 512 inputs instead of 256 took it from
+# 3.35 / 3.22 to 2.73 / 2.84, pattern-only from 1.33 / 1.30 to 1.18 / 1.16 (docs/benchmarks/engine.md, session 18).
 BLOCK_DEFAULTS = {"steps": 300, "min_layers": 4}
 BLOCK_SEED_OFFSET = 2_000_003  # the block stage's extra inputs overlap neither the pruning nor the fidelity inputs
 
