@@ -21,7 +21,7 @@ def _template(name: str) -> str:
 
 def prelude(isa: str) -> str:
     return "\n".join(_template(name) for name in ("prelude_common.h", "thread_pool.h", "max_pool.h",
-                                                  f"prelude_{isa}.h"))
+                                                  f"prelude_{isa}.h", "linear_head.h"))
 
 
 def _ints(values: np.ndarray) -> str:
