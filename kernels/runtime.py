@@ -123,7 +123,7 @@ def _dense_layers(package_dir: Path, manifest: dict, sparse: list[dict]) -> dict
 
 
 def load(package_dir: Path, *, cache_dir: Path | None = None, dense: bool = False,
-         padded_layout: bool = True, segments: bool = True) -> nn.Module:
+         padded_layout: bool = True, segments: bool = True, head: bool = True) -> nn.Module:
     """Open a package written by compile_model; the module takes and returns what the model did.
 
     dense=True runs the compiled layers as dense torch convs instead (from the compact weights):
@@ -131,7 +131,8 @@ def load(package_dir: Path, *, cache_dir: Path | None = None, dense: bool = Fals
     padded_layout=False hands every activation between compiled layers over as NCHW (each 3x3 layer pads its
     own input), for comparisons; the default passes them in the padded layout where it can
     (kernels/padded_layout.py). segments=False calls every compiled layer from Python instead of each run of them
-    in one library call (kernels/segments.py)."""
+    in one library call (kernels/segments.py). head=False leaves the classifier head (pool, flatten, linear) to
+    torch instead of the library (kernels/head_op.py)."""
     from kernels.conv_op import CompiledConv
     keep_freed_memory()  # the torch parts of the model must not page-fault their buffers in on every call
     package_dir = Path(package_dir)
@@ -163,8 +164,11 @@ def load(package_dir: Path, *, cache_dir: Path | None = None, dense: bool = Fals
     except RuntimeError as exc:
         raise pkg.PackageError(str(exc)) from None
     if library is not None:  # the library also carries a max-pool far faster than torch's NCHW one
+        from kernels.head_op import install_head_layers
         from kernels.pool_op import install_pool_layers
         install_pool_layers(graph, library)
+        if head:  # and the classifier head, on the threads the layers just used
+            install_head_layers(graph, library)
         if padded_layout:
             from kernels.padded_layout import chain_padded_layouts
             chain_padded_layouts(graph)
