@@ -43,7 +43,10 @@ A 1x1 conv is compiled as the 3x3 conv (padding + 1) whose only tap is the centr
 5x5 and 7x7 convs (a ResNet stem) are compiled dense (`spec.kernel_size` in the manifest).
 The library also exports `void zd_max_pool2d(const float* x, float* y, int planes, int H, int W, int k,
 int s, int p, int relu, int threads)` (floor mode; `planes` = batch x channels), which `kernels.load` uses
-for the graph's max-pools.
+for the graph's max-pools, and `void zd_classifier_head(const float* x, const float* w, const float* b, float* y,
+int batch, int channels, int hw, int out, int threads)`: `y[n, o] = b[o] + sum_c w[o, c] * mean(x[n, c, :])` for
+`x` `[batch, channels, hw]` and `w` `[out, channels]` row-major (`b` may be NULL; `hw` = 1 is a plain linear layer),
+which `kernels.load` uses for the graph's classifier head (global average pool, flatten, linear).
 With `threads` > 1 a call runs on the process's GNU OpenMP threads when libgomp is loaded (as in any torch
 process: no second set of threads fighting torch's), otherwise on the library's own small pool;
 `ZD_KERNEL_THREADS=own` in the environment forces the own pool (steadier on a machine busy with other work).

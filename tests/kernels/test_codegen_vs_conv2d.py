@@ -310,7 +310,7 @@ def test_avx2_direct_tiles_on_small_maps_take_every_tile_in_one_item():
 
 def test_library_split_into_parallel_units_matches_conv2d(tmp_path, monkeypatch):
     """A big library is compiled as several units in parallel and linked: every layer (and the prelude's weak
-    pooling symbol, present in each unit) still resolves and computes the same result."""
+    pooling and head symbols, present in each unit) still resolves and computes the same result."""
     monkeypatch.setattr(build, "UNIT_BYTES", 1)
     monkeypatch.setattr(build, "usable_cpus", lambda: 3)
     isa = runnable_isas()[0]
@@ -318,7 +318,7 @@ def test_library_split_into_parallel_units_matches_conv2d(tmp_path, monkeypatch)
     source = generate_source([(s, _compact(s, w, b), t) for s, w, b, t in layers], isa)
     assert len(build.translation_units(source, 3)) == 3
     path = build_library(source, isa=isa, cache_dir=tmp_path)
-    assert ctypes.CDLL(str(path)).zd_max_pool2d
+    assert ctypes.CDLL(str(path)).zd_max_pool2d and ctypes.CDLL(str(path)).zd_classifier_head
     for index, (spec, weight, bias, _) in enumerate(layers):
         gen = torch.Generator().manual_seed(index)
         x = torch.randn(2, spec.in_channels, spec.height, spec.width, generator=gen)

@@ -60,6 +60,7 @@ def test_readme_says_how_to_rebuild_and_call(built):
     assert "g++ " in readme and "kernels.cpp -o kernels.so" in readme
     symbol = next(layer["symbol"] for layer in manifest["layers"] if layer["kernel"] == "sparse")
     assert f"zd_{symbol}(const float* x" in readme and "kernels.load" in readme
+    assert "zd_max_pool2d(" in readme and "zd_classifier_head(" in readme
     assert f"zd_{symbol}" in (package_dir / pkg.SOURCE).read_text()
 
 
