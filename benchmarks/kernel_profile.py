@@ -45,6 +45,8 @@ def _kind(node: fx.Node, gm) -> str:
         return "compiled convs (a run of them in one library call)"
     if node.op == "call_module" and node.target.startswith("zd_max_pool"):
         return "compiled max-pool (library)"
+    if node.op == "call_module" and node.target.startswith("zd_head"):
+        return "compiled classifier head (library)"
     target = str(node.target)
     if "convolution" in target or "conv2d" in target:
         return "dense conv: " + ("1x1" if "downsample" in str(node.meta.get("nn_module_stack", "")) else "other")
