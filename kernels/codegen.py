@@ -11,6 +11,7 @@ from kernels.errors import UnsupportedConv
 from kernels.format import CompactConv
 from kernels.geometry import Geometry, geometry, padded_layout_len, same_padded
 from kernels.isa import VECTOR_WIDTH, check_isa
+from kernels.pixel_conv import pixel_layer_source
 from kernels.spec import ConvSpec, TileConfig
 from kernels.tiles import DIRECT_MAX_OUTPUTS
 
@@ -21,7 +22,7 @@ def _template(name: str) -> str:
 
 def prelude(isa: str) -> str:
     return "\n".join(_template(name) for name in ("prelude_common.h", "thread_pool.h", "max_pool.h",
-                                                  f"prelude_{isa}.h", "linear_head.h"))
+                                                  f"prelude_{isa}.h", "linear_head.h", "transpose.h"))
 
 
 def _ints(values: np.ndarray) -> str:
@@ -222,6 +223,8 @@ def _direct_offsets(g: Geometry, ops: BlockedOps) -> np.ndarray:
 
 def layer_source(spec: ConvSpec, conv: CompactConv, tile: TileConfig, isa: str) -> str:
     _check_layer(spec, conv, tile)
+    if tile.pixels:
+        return pixel_layer_source(spec, conv, tile, VECTOR_WIDTH[isa])
     if isa == "portable" and tile.filters > 4:
         raise UnsupportedConv(f"layer {spec.name!r}: the portable build takes at most 4 filters per block "
                               "(255 mask loops make the compiler crawl)")

@@ -74,11 +74,14 @@ class TileConfig:
     channels: input channels per chunk whose aligned tap copies stay in L1 (0 = all channels at once);
     direct: read the padded input with unaligned loads instead of copying each tile's taps first (faster on
     small maps, where a tile's tap copies are used by few blocks: docs/benchmarks/kernels.md, session 5).
+    pixels: output channels in the lanes, input pixels broadcast (kernels/pixel_conv.py, convs with few input
+    channels); then `filters` counts vectors of output channels and `vectors` output positions per tile.
     """
     filters: int = 4
     vectors: int = 4
     channels: int = 16
     direct: bool = False
+    pixels: bool = False
 
     def __post_init__(self):
         if self.filters not in (1, 2, 3, 4, 5, 6, 8):
@@ -89,7 +92,11 @@ class TileConfig:
             raise UnsupportedConv(f"TileConfig.channels={self.channels!r} must be an int in 0..65536")
         if not isinstance(self.direct, bool):
             raise UnsupportedConv(f"TileConfig.direct={self.direct!r} must be a bool")
+        if not isinstance(self.pixels, bool) or (self.pixels and (self.direct or self.channels)):
+            raise UnsupportedConv(f"TileConfig.pixels={self.pixels!r} must be a bool, and a pixels tile takes "
+                                  "neither direct nor a channel chunk")
 
     @property
     def label(self) -> str:
-        return f"f{self.filters}v{self.vectors}c{self.channels}" + ("d" if self.direct else "")
+        suffix = ("d" if self.direct else "") + ("p" if self.pixels else "")
+        return f"f{self.filters}v{self.vectors}c{self.channels}{suffix}"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from kernels.isa import VECTOR_WIDTH, check_isa
+from kernels.pixel_conv import pixel_tile_ok
 from kernels.spec import ConvSpec, TileConfig
 
 _REGISTERS = {"avx512": 32, "avx2": 16, "portable": 16}
@@ -43,6 +44,23 @@ _LARGE_KERNEL_PREFERENCES = {"avx512": [((4, 6, 0), True), ((6, 4, 0), True)],
                              "avx2": [((4, 3, 0), True), ((2, 5, 0), True)], "portable": []}
 
 
+# Pixels tiles (kernels/pixel_conv.py: output channels in the lanes, input pixels broadcast) for convs with at most 4
+# input channels and at least two vectors of output channels: (channel vectors, output positions). ResNet-18 stem,
+# one thread, this session's AMD EPYC (Zen 5, AVX-512), interleaved (docs/benchmarks/kernels.md, session 19):
+# f4v6c0p ~0.8x f4v6c0d's time alone, ~0.7x with the pool fused; f4v5c0p and f2v8c0p no better. avx2 on the same host:
+# f2v5c0p 0.97x of f4v3c0d, 0.89x with the pool fused; f4v2c0p and f3v3c0p 1.12x. Not offered portable (3x slower).
+_PIXEL_PREFERENCES = {"avx512": [(4, 6)], "avx2": [(2, 5)], "portable": []}
+
+
+def _pixel_tiles(spec: ConvSpec, isa: str) -> list[TileConfig]:
+    lanes = VECTOR_WIDTH[isa]
+    channel_vectors = -(-spec.out_channels // lanes)
+    if pixel_tile_ok(spec) is not None or channel_vectors < 2:
+        return []
+    return [TileConfig(filters=min(nv, channel_vectors), vectors=min(r, spec.out_width), channels=0, pixels=True)
+            for nv, r in _PIXEL_PREFERENCES[isa]]
+
+
 def _fits(filters: int, vectors: int, isa: str) -> bool:
     # accumulators + input vectors + one broadcast weight
     return filters * vectors + vectors + 1 <= _REGISTERS[isa]
@@ -59,7 +77,7 @@ def candidate_tiles(spec: ConvSpec, isa: str) -> list[TileConfig]:
         preferences = _LARGE_KERNEL_PREFERENCES[isa]
     elif spec.stride == 1 and spec.out_height * spec.out_width <= DIRECT_MAX_OUTPUTS:
         preferences += [(p, True) for p in _DIRECT_PREFERENCES[isa]]
-    out: list[TileConfig] = []
+    out: list[TileConfig] = _pixel_tiles(spec, isa)
     for (filters, vectors, chunk, *max_channels), direct in preferences:
         if max_channels and spec.in_channels > max_channels[0]:
             continue

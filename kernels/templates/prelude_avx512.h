@@ -6,6 +6,7 @@ static inline vec vload(const float* p) { return _mm512_loadu_ps(p); }
 static inline void vstore(float* p, vec v) { _mm512_store_ps(p, v); }
 static inline vec vbcast(float w) { return _mm512_set1_ps(w); }
 static inline vec vfma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
+static inline vec vmax(vec a, vec b) { return _mm512_max_ps(a, b); }
 // Epilogue: bias (+ residual) (+ ReLU), then the kept lanes to consecutive NCHW outputs. Compress/expand
 // run register to register plus a plain masked store/load: the memory forms are microcoded on Intel
 // (several times slower), and this runs once per output vector. In the padded layout (io bits) the vector

@@ -6,6 +6,7 @@ static inline vec vload(const float* p) { vec r; for (int i = 0; i < 8; ++i) r.v
 static inline void vstore(float* p, vec v) { for (int i = 0; i < 8; ++i) p[i] = v.v[i]; }
 static inline vec vbcast(float w) { vec r; for (int i = 0; i < 8; ++i) r.v[i] = w; return r; }
 static inline vec vfma(vec a, vec b, vec c) { for (int i = 0; i < 8; ++i) c.v[i] += a.v[i] * b.v[i]; return c; }
+static inline vec vmax(vec a, vec b) { for (int i = 0; i < 8; ++i) a.v[i] = b.v[i] > a.v[i] ? b.v[i] : a.v[i]; return a; }
 // Padded layout (io bits): lane i sits at flat + i, discarded lanes stored as zeros (they are the padding).
 static inline void zd_store(vec acc, float bias, const float* res, float* y, int dest, int flat, uint32_t mask,
                             int io, bool relu) {

@@ -156,8 +156,8 @@ def test_avx2_tiles_fit_sixteen_registers():
 
 def test_large_kernels_get_wide_direct_tiles():
     stem = ConvSpec("stem", 3, 64, 224, 224, stride=2, padding=3, kernel_size=7)
-    assert [t.label for t in candidate_tiles(stem, "avx512")] == ["f4v6c0d", "f6v4c0d"]
-    assert [t.label for t in candidate_tiles(stem, "avx2")] == ["f4v3c0d", "f2v5c0d"]
+    assert [t.label for t in candidate_tiles(stem, "avx512")] == ["f4v6c0p", "f4v6c0d", "f6v4c0d"]
+    assert [t.label for t in candidate_tiles(stem, "avx2")] == ["f2v5c0p", "f4v3c0d", "f2v5c0d"]
     assert not any(t.direct for t in candidate_tiles(stem, "portable"))
 
 
