@@ -41,6 +41,10 @@ void zd_{example['symbol']}(const float* x, const float* residual, float* y, int
 The epilogue (bias, residual add, ReLU) listed in `manifest.json` runs inside the call.
 A 1x1 conv is compiled as the 3x3 conv (padding + 1) whose only tap is the centre: same shapes as the 1x1.
 5x5 and 7x7 convs (a ResNet stem) are compiled dense (`spec.kernel_size` in the manifest).
+A layer with a pixels tile (`tile.pixels`: at most 4 input channels) also exports
+`void zd_<symbol>_pool(const float* x, float* y, int batch, int threads, int k, int s, int p, int relu,
+int out_len, int out_lead)`: the conv, then a k x k / s max-pool with padding p, writing only the pooled map
+(NCHW when `out_len` is 0), which `kernels.load` uses when a max-pool is the conv's only reader.
 The library also exports `void zd_max_pool2d(const float* x, float* y, int planes, int H, int W, int k,
 int s, int p, int relu, int threads)` (floor mode; `planes` = batch x channels), which `kernels.load` uses
 for the graph's max-pools, and `void zd_classifier_head(const float* x, const float* w, const float* b, float* y,

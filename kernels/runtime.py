@@ -123,7 +123,7 @@ def _dense_layers(package_dir: Path, manifest: dict, sparse: list[dict]) -> dict
 
 
 def load(package_dir: Path, *, cache_dir: Path | None = None, dense: bool = False,
-         padded_layout: bool = True, segments: bool = True, head: bool = True) -> nn.Module:
+         padded_layout: bool = True, segments: bool = True, head: bool = True, conv_pool: bool = True) -> nn.Module:
     """Open a package written by compile_model; the module takes and returns what the model did.
 
     dense=True runs the compiled layers as dense torch convs instead (from the compact weights):
@@ -132,7 +132,8 @@ def load(package_dir: Path, *, cache_dir: Path | None = None, dense: bool = Fals
     own input), for comparisons; the default passes them in the padded layout where it can
     (kernels/padded_layout.py). segments=False calls every compiled layer from Python instead of each run of them
     in one library call (kernels/segments.py). head=False leaves the classifier head (pool, flatten, linear) to
-    torch instead of the library (kernels/head_op.py)."""
+    torch instead of the library (kernels/head_op.py). conv_pool=False runs a few-channel conv (the ResNet stem) and
+    the max-pool reading it as two calls instead of one (kernels/stem_pool.py)."""
     from kernels.conv_op import CompiledConv
     keep_freed_memory()  # the torch parts of the model must not page-fault their buffers in on every call
     package_dir = Path(package_dir)
@@ -167,6 +168,9 @@ def load(package_dir: Path, *, cache_dir: Path | None = None, dense: bool = Fals
         from kernels.head_op import install_head_layers
         from kernels.pool_op import install_pool_layers
         install_pool_layers(graph, library)
+        if conv_pool:
+            from kernels.stem_pool import fuse_conv_pools
+            fuse_conv_pools(graph)
         if head:  # and the classifier head, on the threads the layers just used
             install_head_layers(graph, library)
         if padded_layout:
