@@ -39,6 +39,8 @@ class _TimedInterpreter(fx.Interpreter):
 
 
 def _kind(node: fx.Node, gm) -> str:
+    if node.op == "call_module" and node.target.startswith("zd_compiled_conv_pool"):
+        return "compiled conv + max-pool (one library call)"
     if node.op == "call_module" and node.target.startswith("zd_compiled"):
         return "compiled conv (sparse kernel)"
     if node.op == "call_module" and node.target.startswith("zd_segment"):

@@ -36,12 +36,13 @@ CIFAR_LAYERS = [
 
 
 def parse_tile(label: str) -> TileConfig:
-    """'f6v4c128d' -> TileConfig(6, 4, 128, direct=True): the inverse of TileConfig.label."""
-    match = re.fullmatch(r"f(\d+)v(\d+)c(\d+)(d?)", label)
+    """'f6v4c128d' -> TileConfig(6, 4, 128, direct=True), 'f4v6c0p' -> a pixels tile: the inverse of
+    TileConfig.label."""
+    match = re.fullmatch(r"f(\d+)v(\d+)c(\d+)(d?)(p?)", label)
     if not match:
-        raise argparse.ArgumentTypeError(f"tile {label!r} is not like f4v4c16 or f6v4c128d")
-    f, v, c, d = match.groups()
-    return TileConfig(int(f), int(v), int(c), direct=bool(d))
+        raise argparse.ArgumentTypeError(f"tile {label!r} is not like f4v4c16, f6v4c128d or f4v6c0p")
+    f, v, c, d, p = match.groups()
+    return TileConfig(int(f), int(v), int(c), direct=bool(d), pixels=bool(p))
 
 
 def main(argv: list[str] | None = None) -> None:
