@@ -96,6 +96,17 @@ def compiled_conv_nodes(gm: fx.GraphModule) -> list[fx.Node]:
     return [n for n in gm.graph.nodes if n.op == "call_function" and n.target == COMPILED_CONV]
 
 
+def swap_in_module(gm: fx.GraphModule, node: fx.Node, name: str, module: nn.Module, args: tuple) -> fx.Node:
+    """Put `module` into gm as `name` and let a call to it on `args` take `node`'s place (node erased)."""
+    gm.add_submodule(name, module)
+    with gm.graph.inserting_before(node):
+        call = gm.graph.call_module(name, args)
+    call.meta.update(node.meta)
+    node.replace_all_uses_with(call)
+    gm.graph.erase_node(node)
+    return call
+
+
 def install_compiled_layers(gm: fx.GraphModule, kernels: dict[str, nn.Module]) -> fx.GraphModule:
     """Replace each `zerodata::compiled_conv` call with a call to `kernels[layer]` (a submodule)."""
     nodes = compiled_conv_nodes(gm)
@@ -104,12 +115,6 @@ def install_compiled_layers(gm: fx.GraphModule, kernels: dict[str, nn.Module]) -
         raise CompiledGraphError(f"the graph calls compiled layers the package does not provide: {missing}")
     for index, node in enumerate(nodes):
         x, residual, layer = node.args[0], node.args[1], node.args[2]
-        name = f"zd_compiled_{index}"
-        gm.add_submodule(name, CompiledLayer(layer, kernels[layer]))
-        with gm.graph.inserting_before(node):
-            call = gm.graph.call_module(name, (x, residual))
-        call.meta.update(node.meta)
-        node.replace_all_uses_with(call)
-        gm.graph.erase_node(node)
+        swap_in_module(gm, node, f"zd_compiled_{index}", CompiledLayer(layer, kernels[layer]), (x, residual))
     gm.recompile()
     return gm

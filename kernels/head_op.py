@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from kernels.conv_op import call_threads, load_library
+from kernels.graph_ops import swap_in_module
 
 aten = torch.ops.aten
 AVG_POOL_TARGETS = (aten.adaptive_avg_pool2d.default, aten._adaptive_avg_pool2d.default)
@@ -130,13 +131,7 @@ def install_head_layers(gm: fx.GraphModule, library_path) -> int:
             continue
         source, replaced, weight, bias, pool = head
         attrs = [a for a in node.args[1:3] if isinstance(a, fx.Node)]
-        name = f"zd_head_{count}"
-        gm.add_submodule(name, CompiledHead(fn, weight, bias, pool))
-        with gm.graph.inserting_before(node):
-            call = gm.graph.call_module(name, (source,))
-        call.meta.update(node.meta)
-        node.replace_all_uses_with(call)
-        gm.graph.erase_node(node)
+        swap_in_module(gm, node, f"zd_head_{count}", CompiledHead(fn, weight, bias, pool), (source,))
         for old in replaced:  # flatten, then the pool: each now without users
             gm.graph.erase_node(old)
         for attr in attrs:  # the weight's and bias's get_attr nodes, unless read elsewhere too

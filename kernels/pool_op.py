@@ -14,6 +14,7 @@ from torch import fx, nn
 
 from kernels.conv_op import call_threads, load_library
 from kernels.errors import KernelRuntimeError
+from kernels.graph_ops import swap_in_module
 
 aten = torch.ops.aten
 POOL_TARGETS = (aten.max_pool2d.default,)
@@ -112,14 +113,8 @@ def install_pool_layers(gm: fx.GraphModule, library_path) -> int:
         if isinstance(source, fx.Node) and source.op == "call_function" and source.target in RELU_TARGETS \
                 and len(source.users) == 1:
             source, relu = source.args[0], True
-        name = f"zd_max_pool_{count}"
-        gm.add_submodule(name, CompiledMaxPool(fn, *params, relu, fn_io))
-        with gm.graph.inserting_before(node):
-            call = gm.graph.call_module(name, (source,))
-        call.meta.update(node.meta)
         old_source = node.args[0]
-        node.replace_all_uses_with(call)
-        gm.graph.erase_node(node)
+        swap_in_module(gm, node, f"zd_max_pool_{count}", CompiledMaxPool(fn, *params, relu, fn_io), (source,))
         if relu:
             gm.graph.erase_node(old_source)
         count += 1

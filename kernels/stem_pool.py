@@ -15,7 +15,7 @@ from torch import fx
 
 from kernels.conv_op import MAX_ELEMENTS, CompiledConv, call_threads, load_library
 from kernels.errors import KernelRuntimeError
-from kernels.graph_ops import CompiledLayer
+from kernels.graph_ops import CompiledLayer, swap_in_module
 from kernels.pool_op import CompiledMaxPool
 
 
@@ -76,13 +76,8 @@ def fuse_conv_pools(gm: fx.GraphModule) -> int:
         fused = _fused_entry(layer.kernel)
         if fused is None:
             continue
-        name = f"zd_compiled_conv_pool_{count}"
-        gm.add_submodule(name, CompiledConvPool(layer.kernel, gm.get_submodule(node.target), fused))
-        with gm.graph.inserting_before(node):
-            call = gm.graph.call_module(name, (source.args[0],))
-        call.meta.update(node.meta)
-        node.replace_all_uses_with(call)
-        gm.graph.erase_node(node)
+        swap_in_module(gm, node, f"zd_compiled_conv_pool_{count}",
+                       CompiledConvPool(layer.kernel, gm.get_submodule(node.target), fused), (source.args[0],))
         gm.graph.erase_node(source)
         gm.delete_submodule(node.target)
         gm.delete_submodule(source.target)
