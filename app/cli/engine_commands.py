@@ -37,7 +37,10 @@ from worker.engine.sample_budget import MAX_SAMPLES, MIN_SAMPLES
 @click.option("--recovery-steps", type=int, default=None,
               help="Data-free recovery (distillation) steps after pruning.  [default: 0; 200 when whole kernels "
                    "are removed and block reconstruction is off (--set 'extra={\"block_reconstruction\": 0}')]")
-@click.option("--time-budget", type=float, default=None, help="Wall-clock budget for the compression stage, seconds: fewer synthetic inputs (then steps) when their synthesis would take over half of it; recovery stops at it.")
+@click.option("--time-budget", type=float, default=CompressionConfig.time_budget_s, show_default=True,
+              help="Wall-clock budget for the compression stage, seconds: fewer synthetic inputs (then steps) when "
+                   "their synthesis would take over half of it; recovery shares the rest. "
+                   "--set time_budget_s=null: no limit.")
 @click.option("--input-shape", callback=shape_option, default=None,
               help="N,C,H,W for models that do not declare one (e.g. TorchScript): 1,3,32,32.")
 @click.option("--seed", type=int, default=CompressionConfig.seed, show_default=True)

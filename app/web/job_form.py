@@ -29,7 +29,7 @@ EXPLANATIONS = {
     "bn_recalibration": "Re-estimate BatchNorm statistics of the pruned model on synthetic inputs.",
     "admm_iterations": "Layer-wise ADMM iterations per layer (0 = projection + masked least squares only).",
     "fidelity_samples": "Held-out synthetic inputs used to measure fidelity in the report.",
-    "time_budget_s": "Wall-clock limit for the compression stage, seconds: fewer synthetic inputs when their synthesis would take over half of it (empty = the worker's own limit).",
+    "time_budget_s": "Wall-clock limit for the compression stage, seconds: fewer synthetic inputs when their synthesis would take over half of it (empty = the worker's own limit; the default keeps a CIFAR-sized job within about 10 minutes).",
     "input_shape": "N,C,H,W for models that do not declare an input shape, e.g. 1,3,32,32.",
     "device": "Where the job runs: cpu, or cuda (GPU workers).",
     "seed": "Random seed; the same seed and inputs give the same result.",

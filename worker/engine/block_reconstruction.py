@@ -159,6 +159,7 @@ def reconstruct_blocks(student: nn.Module, teacher: nn.Module, images: torch.Ten
     if not blocks:
         return {"blocks": 0, "skipped": "no block holds a pruned layer"}
     start = time.monotonic()
+    pace = _Pace(settings.steps, None if time_budget_s is None else start + time_budget_s)
     x = images.detach()
     g = torch.Generator().manual_seed(seed + 13)
     if x.dim() == 4:
@@ -178,12 +179,15 @@ def reconstruct_blocks(student: nn.Module, teacher: nn.Module, images: torch.Ten
         sub_s, sub_t = block_module(s_gm, block), block_module(t_gm, block)
         y_t = _run(sub_t, x_t, settings.batch)
         target = y_t if settings.teacher_input else _run(sub_t, x_s, settings.batch)
-        over = time_budget_s is not None and time.monotonic() - start > time_budget_s
         entry = {"layers": block.layers, "error_before": _rel_error(sub_s, x_s, target, settings.batch)}
-        if not over:
-            _tune(sub_s, block, s_mods, masks, x_s, target, settings, g, entry)
+        steps, deadline = pace.next_block(len(blocks) - i)
+        if steps > 0:
+            tuned = time.monotonic()
+            entry["steps"] = _tune(sub_s, block, s_mods, masks, x_s, target, settings, g, entry, steps, deadline)
+            pace.record(entry["steps"], time.monotonic() - tuned)
         else:
             entry["skipped"] = "time budget"
+            entry["error_after"] = entry["error_before"]
         report.append(entry)
         x_s = _run(sub_s, x_s, settings.batch)
         x_t = y_t
@@ -207,8 +211,34 @@ def _value_at(gm: fx.GraphModule, node_name: str, x: torch.Tensor, batch: int) -
     return torch.cat([node_value(gm, node_name, x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
+class _Pace:
+    """Shares a time budget evenly between the blocks still to tune: each gets the steps its share buys at the
+    seconds per step measured so far (never more than asked), so a tight budget shortens every block's schedule
+    instead of leaving the last blocks untuned; the first block, with nothing measured yet, stops at its share."""
+
+    def __init__(self, steps: int, deadline: float | None):
+        self.steps, self.deadline = steps, deadline
+        self.done_steps, self.seconds = 0, 0.0
+
+    def next_block(self, blocks_left: int) -> tuple[int, float | None]:
+        if self.deadline is None:
+            return self.steps, None
+        share = (self.deadline - time.monotonic()) / blocks_left
+        if share <= 0:
+            return 0, None
+        if self.done_steps == 0:
+            return self.steps, time.monotonic() + share
+        return min(self.steps, int(share * self.done_steps / self.seconds)), None
+
+    def record(self, steps: int, seconds: float) -> None:
+        self.done_steps += steps
+        self.seconds += seconds
+
+
 def _tune(sub: fx.GraphModule, block: Block, s_mods: dict, masks: dict, x: torch.Tensor, target: torch.Tensor,
-          settings: BlockSettings, g: torch.Generator, entry: dict) -> None:
+          settings: BlockSettings, g: torch.Generator, entry: dict, steps: int, deadline: float | None) -> int:
+    """Tunes the block's kept weights for `steps` Adam steps (cosine schedule), or until `deadline`; returns the
+    steps run."""
     names = {n.target for n in sub.graph.nodes if n.op == "call_module"}
     params, param_masks = [], []
     for name in sorted(names):
@@ -221,7 +251,7 @@ def _tune(sub: fx.GraphModule, block: Block, s_mods: dict, masks: dict, x: torch
             param_masks += [None, None]
     if not params:
         entry["error_after"] = entry["error_before"]
-        return
+        return 0
     backup = [p.detach().clone() for p in params]
     param_masks = [m.to(p.device, p.dtype) if m is not None else None for p, m in zip(params, param_masks)]
     flags = [p.requires_grad for p in params]
@@ -229,12 +259,16 @@ def _tune(sub: fx.GraphModule, block: Block, s_mods: dict, masks: dict, x: torch
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=settings.lr)
     scale = target.pow(2).mean().clamp_min(1e-12)
+    done = 0
     try:
-        for step in range(settings.steps):
+        for step in range(steps):
+            if deadline is not None and step and time.monotonic() > deadline:
+                break
+            done += 1
             idx = torch.randint(0, len(x), (min(settings.batch, len(x)),), generator=g).to(x.device)
             loss = (sub(x[idx]) - target[idx]).pow(2).mean() / scale
             for group in opt.param_groups:
-                group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * step / settings.steps))
+                group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -252,3 +286,4 @@ def _tune(sub: fx.GraphModule, block: Block, s_mods: dict, masks: dict, x: torch
                 p.copy_(b)
         entry["kept_layerwise"] = True
         entry["error_after"] = entry["error_before"]
+    return done

@@ -246,7 +246,7 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
                                     holdout_args, block_args, cache_dir=cache_dir)
         train_args.update(samples=budget_plan.samples, steps=budget_plan.steps)
         holdout_args.update(samples=budget_plan.holdout_samples, steps=budget_plan.holdout_steps)
-        block_args.update(samples=budget_plan.block_samples, steps=budget_plan.steps)
+        block_args.update(samples=budget_plan.block_samples, steps=min(budget_plan.block_steps, budget_plan.steps))
         config = replace(config, synthetic_samples=budget_plan.samples, synthetic_steps=budget_plan.steps,
                          fidelity_samples=budget_plan.holdout_samples)
     train = synthesize_inputs(teacher, input_shape, config.synthetic, progress=progress, cache_dir=cache_dir,

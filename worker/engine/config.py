@@ -12,6 +12,12 @@ LinearSparsity = Literal["dense", "unstructured", "2:4"]
 Device = Literal["cpu", "cuda"]
 ConnectivityAllocation = Literal["flops", "weights", "uniform"]
 
+# The default compression-stage budget: a default ResNet-56 job (compression, then compiling and timing the sparse
+# package, ~1.5 min more) ends within 10 minutes on a 2-core machine. Fast machines never reach it (3.8-7.5 min
+# there); a 2-core AMD EPYC Zen 3 (AVX2) took 15.6 min without it, so there it cuts the block stage's extra inputs
+# (docs/benchmarks/engine.md, session 20). Larger models get a warning saying what it cut.
+DEFAULT_TIME_BUDGET_S = 480.0
+
 
 @dataclass
 class CompressionConfig:
@@ -58,8 +64,8 @@ class CompressionConfig:
     fidelity_samples: int = 64
     # Overall wall-clock budget for the compression stage, seconds (None = no limit). The synthetic inputs (then
     # their steps) are cut to what half of it allows (synthesis_budget.py); block reconstruction and distillation
-    # stop at it. The service's workers always set one (at most 60% of their task time limit).
-    time_budget_s: float | None = None
+    # share what is left. The service's workers cap it at 60% of their task time limit.
+    time_budget_s: float | None = DEFAULT_TIME_BUDGET_S
     # N x C x H x W for models that do not declare their input shape (batch dim ignored).
     input_shape: tuple[int, ...] | None = None
     device: Device = "cpu"

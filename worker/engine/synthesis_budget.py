@@ -24,6 +24,10 @@ from worker.engine.outputs import primary_output
 SYNTHESIS_SHARE = 0.5  # synthesis took 55-65% of the default ResNet-56 job's compression stage
 MIN_SAMPLES = 32  # fewer inputs than this leave the layer-wise least squares of wide layers underdetermined
 MIN_STEPS = 20
+# The block stage's extra inputs are cut to a quarter of their steps before their count: for that stage 768 inputs
+# of 50 steps and 1536 of 25 did as well as 384 of 100 (ResNet-56, docs/benchmarks/engine.md, sessions 18-19),
+# while 256 inputs instead of 512 cost 0.15 points pattern-only and 0.5 at 0.5 connectivity.
+BLOCK_STEPS_FLOOR = 0.25
 # Timed inputs: the batch the inversion will run (a step's fixed cost makes small batches dearer per input), but at
 # most this many pixels (4 inputs at 224x224, where the cost per input no longer depends on the batch).
 PROBE_PIXELS = 64 * 32 * 32
@@ -59,8 +63,10 @@ class SynthesisPlan:
                 cuts.append(f"the synthetic inputs from {asked['samples']} x {asked['steps']} steps to {self.samples} "
                             f"x {self.steps} (held-out fidelity inputs {asked['holdout_samples']} -> "
                             f"{self.holdout_samples})")
-            if asked.get("block_samples", 0) > self.block_samples:
-                cuts.append(f"the block stage's extra inputs from {asked['block_samples']} to {self.block_samples}")
+            if (asked.get("block_samples", 0), asked.get("block_steps", 0)) != (self.block_samples, self.block_steps):
+                to = f"{self.block_samples} x {self.block_steps} steps" if self.block_samples else "none"
+                cuts.append(f"the block stage's extra inputs from {asked['block_samples']} x {asked['block_steps']} "
+                            f"steps to {to}")
             out["warning"] = (f"the time budget cut {' and '.join(cuts)} so that their synthesis takes about "
                               f"{self.expected_s:.0f} s; a larger budget may give a more accurate pruned model")
         return out
@@ -110,9 +116,14 @@ def plan_synthesis(budget_s: float, per_input_step: float, samples: int, steps: 
     allowed = max(0.0, budget_s) * SYNTHESIS_SHARE / max(per_input_step, 1e-12)  # input-steps that fit
     plan = dict(asked)
     if block_samples and "blocks" not in cached and _cost(plan, cached) > allowed:
-        spare = allowed - _cost({**plan, "block_samples": 0}, cached)
-        fits = int(max(0.0, spare) / max(block_steps, 1)) // SAMPLE_ROUNDING * SAMPLE_ROUNDING
-        plan["block_samples"] = fits if fits >= MIN_SAMPLES else 0
+        spare = max(0.0, allowed - _cost({**plan, "block_samples": 0}, cached))
+        fewest_steps = max(1, math.ceil(block_steps * BLOCK_STEPS_FLOOR))
+        if spare >= block_samples * fewest_steps:  # every extra input, with fewer steps each
+            plan["block_steps"] = int(spare / block_samples)
+        else:
+            fits = int(spare / fewest_steps) // SAMPLE_ROUNDING * SAMPLE_ROUNDING
+            plan["block_samples"] = fits if fits >= MIN_SAMPLES else 0
+            plan["block_steps"] = fewest_steps if plan["block_samples"] else block_steps
     for index, (floor, rounding) in enumerate(((MIN_SAMPLES, SAMPLE_ROUNDING), (MIN_STEPS, 1))):
         if _cost(plan, cached) <= allowed:
             break

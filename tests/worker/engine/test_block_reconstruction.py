@@ -128,3 +128,35 @@ def test_compress_module_runs_it_in_the_recovery_stage_and_reports_each_block(tm
     _check_structure(result)
     json.dumps(result.report, allow_nan=False)
     assert any("block 2/2" in event[4] for event in progress.events)
+
+
+def test_a_time_budget_shortens_every_block_instead_of_skipping_the_last(monkeypatch):
+    from worker.engine import block_reconstruction
+
+    clock = [100.0]
+    monkeypatch.setattr(block_reconstruction.time, "monotonic", lambda: clock[0])
+    pace = block_reconstruction._Pace(steps=300, deadline=None)
+    assert pace.next_block(3) == (300, None)  # no budget: what was asked
+    pace = block_reconstruction._Pace(steps=300, deadline=112.0)
+    assert pace.next_block(3) == (300, 104.0)  # nothing measured yet: the first block stops at its share
+    pace.record(steps=50, seconds=4.0)
+    clock[0] = 104.0
+    assert pace.next_block(2) == (50, None)  # 4 s each at 12.5 steps a second
+    pace.record(steps=50, seconds=4.0)
+    clock[0] = 109.0  # the last block is one second late
+    assert pace.next_block(1) == (37, None)
+    clock[0] = 112.5
+    assert pace.next_block(1)[0] == 0  # nothing left: skipped
+
+
+def test_every_block_is_tuned_within_a_budget():
+    model = tiny_resnet()
+    student = copy.deepcopy(model)
+    masks = {f"{n}.weight": torch.rand_like(student.get_submodule(n).weight) < 0.5 for n in PRUNED}
+    with torch.no_grad():
+        for name, mask in masks.items():
+            student.get_submodule(name[:-len(".weight")]).weight.mul_(mask)
+    report = reconstruct_blocks(student, model, _x(), masks, BlockSettings(steps=20, min_layers=2),
+                                RecordingProgress(), time_budget_s=30.0)
+    assert report["blocks"] == 2
+    assert all(0 < b["steps"] <= 20 and "skipped" not in b for b in report["per_block"])

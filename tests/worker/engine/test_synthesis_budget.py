@@ -54,9 +54,13 @@ def test_never_more_than_asked_and_cached_parts_are_free_and_kept():
 def test_the_block_stages_extra_inputs_go_first_and_whole():
     plan = _plan(16_000 * 0.01 / SYNTHESIS_SHARE, block_samples=128, block_steps=100)  # all but the extras fit
     assert plan.block_samples == 0 and (plan.samples, plan.holdout_samples) == (128, 64)
-    assert plan.report()["warning"].startswith("the time budget cut the block stage's extra inputs from 128 to 0 so")
-    plan = _plan((16_000 + 6_400) * 0.01 / SYNTHESIS_SHARE, block_samples=128, block_steps=100)
-    assert plan.block_samples == 64 and plan.samples == 128  # what fits, in whole rounding steps
+    assert plan.report()["warning"].startswith(
+        "the time budget cut the block stage's extra inputs from 128 x 100 steps to none so")
+    plan = _plan((16_000 + 9_600) * 0.01 / SYNTHESIS_SHARE, block_samples=128, block_steps=100)
+    assert (plan.block_samples, plan.block_steps) == (128, 75) and plan.samples == 128  # fewer steps first
+    assert "extra inputs from 128 x 100 steps to 128 x 75 steps" in plan.report()["warning"]
+    plan = _plan((16_000 + 1_600) * 0.01 / SYNTHESIS_SHARE, block_samples=128, block_steps=100)
+    assert (plan.block_samples, plan.block_steps) == (64, 25)  # then, at a quarter of the steps, what fits
     plan = _plan((16_000 + 12_800) * 0.01 / SYNTHESIS_SHARE, block_samples=128, block_steps=100)
     assert plan.block_samples == 128 and plan.reduced_from is None
     cached = _plan(0.0, block_samples=128, block_steps=100, cached=frozenset({"blocks"}))
@@ -83,6 +87,7 @@ def test_a_tight_budget_cuts_the_synthesis_and_says_so(tmp_path):
 
 def test_without_a_budget_nothing_is_timed_or_cut(tmp_path):
     cfg = CompressionConfig(synthetic_samples=16, synthetic_steps=4, fidelity_samples=8, admm_iterations=2,
+                            time_budget_s=None,
                             extra={"inversion": {"batch": 8}, "block_reconstruction": 0})
     result = compress_module(tiny_resnet(), INPUT_SHAPE, cfg, RecordingProgress(), cache_dir=tmp_path)
     assert "synthesis_budget" not in result.report
