@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from worker.engine.config import DEFAULT_TIME_BUDGET_S
+
 EXIT_CODES_HELP = ("\b\nExit codes: 0 ok, 1 job failed or canceled, 2 bad command line, 3 authentication failed, "
                    "4 server unreachable, 5 timeout, 6 request refused by the server, 7 quality gate missed.")
 
@@ -123,8 +125,8 @@ def _download_all(client, job_id: str, out_dir: Path, quiet: bool) -> list[Path]
 @click.option("--synthetic-samples", type=int, help="Number of synthetic inputs.")
 @click.option("--synthetic-steps", type=int, help="Optimisation steps for the synthetic inputs.")
 @click.option("--recovery-steps", type=int, help="Data-free recovery steps after pruning.")
-@click.option("--time-budget", "time_budget_s", type=float, help="Wall-clock budget for the compression stage, seconds (server default 480; the worker caps it at its "
-                   "task time limit).")
+@click.option("--time-budget", "time_budget_s", type=float, help=f"Wall-clock budget for the compression stage, seconds (server default {DEFAULT_TIME_BUDGET_S:.0f}; "
+                   "the worker caps it at its task time limit).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Where the job runs (cuda: GPU queue).")
 @click.option("--seed", type=int)
 @click.option("--compile/--no-compile", "compile_", default=None, help="Build the compiled sparse package.")
