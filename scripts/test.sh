@@ -8,4 +8,6 @@ if [ ! -x /usr/bin/chromium ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "warning: could not install chromium; browser tests will fail" >&2
 fi
-exec .venv/bin/python -m pytest "$@"
+# One worker per core; a test file's tests stay on one worker, so its module fixtures (compiled kernel libraries,
+# a running service) are built once.
+exec .venv/bin/python -m pytest -n auto --dist loadfile "$@"

@@ -17,6 +17,15 @@ from tests import service_harness as harness
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # scripts/test.sh runs one pytest-xdist worker per core: each gets one torch thread, or the workers' OpenMP
+    # threads spin-wait on each other's cores (measured: the engine's tests 4-6x slower). Tests of threaded code
+    # set their thread counts themselves.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 
 def _unavailable(what: str, exc: Exception):
     message = f"{what} is not reachable: {exc}"
