@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import os
 import shutil
 import tempfile
@@ -178,14 +179,21 @@ def _reference_output(model, example: torch.Tensor) -> torch.Tensor:
         return eval_module(model)(example)
 
 
+# Densities within a factor of this share a shape class. Connectivity pruning gives every layer its own rate:
+# with classes per 0.01 of density, ResNet-56 at 0.5 tuned ~45 classes and compiled in 154 s on a 2-core Zen (74 s
+# pattern-only); with classes per 1.6x, 73 s, and its package ran as fast (3.02 vs 3.10 ms, docs/benchmarks/kernels.md).
+DENSITY_CLASS_RATIO = 1.6
+
+
 def _shape_class(spec: ConvSpec, compact, pointwise: bool) -> tuple:
     """Layers of one class share a tile: every candidate is built and timed for the first layer of each class
     only; the others time that tile against dense (still kept only where it wins). The candidates'
     ranking follows shape and density (ResNet-18 at 1 thread, both densities: the first layer's winner was within
     1% of a later same-class layer's own best in 17 of 18 cases, 6.5% in the other), and each candidate costs a
     compile, most of the compile time (ResNet-56 has 55 convs in a handful of classes)."""
+    density_class = round(math.log(max(compact.density, 1e-6)) / math.log(DENSITY_CLASS_RATIO))
     return (spec.in_channels, spec.out_channels, spec.height, spec.width, spec.stride, spec.padding,
-            spec.dilation, spec.kernel_size, pointwise, round(compact.density, 2))
+            spec.dilation, spec.kernel_size, pointwise, density_class)
 
 
 def _tune_layers(compiler: _Compiler, prepared: list[tuple], inputs, check_batches, progress) -> list[LayerChoice]:

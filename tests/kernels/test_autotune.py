@@ -1,5 +1,6 @@
 """Autotuning decisions: sparse only when correct and faster; the whole model never slower than dense."""
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ import kernels.graph_compile as graph_compile
 from kernels.autotune import batch_checks, choose, dense_reference, time_interleaved
 from kernels.bench import sparse_layers_at
 from kernels.graph_ops import BatchDispatch
+from kernels.spec import ConvSpec
 from tests.kernels.compiled_models import assert_close, example, session_cache, two_conv_block
 
 # Contenders return a precomputed result so only the sleep decides who is faster, however busy the machine.
@@ -109,6 +111,16 @@ def test_a_same_shape_layer_times_only_the_tile_the_first_one_chose(tuned):
     assert second["tile_tuned_on"] == first["name"]
     [reused] = [c["tile"] for c in second["candidates"]]
     assert ms[reused] == min(ms.values())  # the manifest rounds to 0.1 us: ties are possible on tiny layers
+
+
+def test_connectivity_rates_a_little_apart_share_a_shape_class():
+    spec = ConvSpec("c", 32, 32, 16, 16)
+    def shape_class(density, spec=spec):
+        return graph_compile._shape_class(spec, SimpleNamespace(density=density), False)
+    # every layer of a connectivity-pruned model has its own density: tuning each apart doubled the compile time
+    assert shape_class(0.21) == shape_class(0.29)
+    assert shape_class(4 / 9) != shape_class(0.21) != shape_class(0.1)
+    assert shape_class(0.21) != shape_class(0.21, ConvSpec("c", 32, 32, 16, 16, stride=2))
 
 
 def test_whole_model_slower_than_dense_ships_all_dense(tmp_path, tmp_path_factory, monkeypatch):
