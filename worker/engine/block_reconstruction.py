@@ -159,7 +159,7 @@ def reconstruct_blocks(student: nn.Module, teacher: nn.Module, images: torch.Ten
     if not blocks:
         return {"blocks": 0, "skipped": "no block holds a pruned layer"}
     start = time.monotonic()
-    pace = _Pace(settings.steps, None if time_budget_s is None else start + time_budget_s)
+    pace = _Pace(settings.steps, settings.batch, None if time_budget_s is None else start + time_budget_s)
     x = images.detach()
     g = torch.Generator().manual_seed(seed + 13)
     if x.dim() == 4:
@@ -180,11 +180,13 @@ def reconstruct_blocks(student: nn.Module, teacher: nn.Module, images: torch.Ten
         y_t = _run(sub_t, x_t, settings.batch)
         target = y_t if settings.teacher_input else _run(sub_t, x_s, settings.batch)
         entry = {"layers": block.layers, "error_before": _rel_error(sub_s, x_s, target, settings.batch)}
-        steps, deadline = pace.next_block(len(blocks) - i)
+        steps, batch, deadline = pace.next_block(len(blocks) - i)
         if steps > 0:
             tuned = time.monotonic()
-            entry["steps"] = _tune(sub_s, block, s_mods, masks, x_s, target, settings, g, entry, steps, deadline)
-            pace.record(entry["steps"], time.monotonic() - tuned)
+            entry["batch"] = batch
+            entry["steps"] = _tune(sub_s, block, s_mods, masks, x_s, target, settings, g, entry, steps, batch,
+                                   deadline)
+            pace.record(entry["steps"], batch, time.monotonic() - tuned)
         else:
             entry["skipped"] = "time budget"
             entry["error_after"] = entry["error_before"]
@@ -211,34 +213,47 @@ def _value_at(gm: fx.GraphModule, node_name: str, x: torch.Tensor, batch: int) -
     return torch.cat([node_value(gm, node_name, x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
+# A budget that cannot buy every block its full steps first halves the batch down to this, then cuts steps: at the
+# same samples seen, ResNet-56 at 0.5 connectivity read 100 x 64 3.78, 200 x 32 3.52, 400 x 16 3.43 (300 x 64, 2.3x
+# the time: 3.48; docs/benchmarks/engine.md, session 21).
+MIN_BUDGET_BATCH = 16
+
+
 class _Pace:
-    """Shares a time budget evenly between the blocks still to tune: each gets the steps its share buys at the
-    seconds per step measured so far (never more than asked), so a tight budget shortens every block's schedule
-    instead of leaving the last blocks untuned; the first block, with nothing measured yet, stops at its share."""
+    """Shares a time budget evenly between the blocks still to tune: each gets the samples its share buys at the
+    seconds per sample measured so far, as the asked steps at the largest batch that fits (down to
+    MIN_BUDGET_BATCH), else fewer steps; a tight budget so shortens every block's schedule instead of leaving the
+    last blocks untuned. The first block, with nothing measured yet, runs the asked batch and stops at its share."""
 
-    def __init__(self, steps: int, deadline: float | None):
-        self.steps, self.deadline = steps, deadline
-        self.done_steps, self.seconds = 0, 0.0
+    def __init__(self, steps: int, batch: int, deadline: float | None):
+        self.steps, self.batch, self.deadline = steps, batch, deadline
+        self.done_samples, self.seconds = 0, 0.0
 
-    def next_block(self, blocks_left: int) -> tuple[int, float | None]:
+    def next_block(self, blocks_left: int) -> tuple[int, int, float | None]:
+        """(steps, batch, deadline) for the next block."""
         if self.deadline is None:
-            return self.steps, None
+            return self.steps, self.batch, None
         share = (self.deadline - time.monotonic()) / blocks_left
         if share <= 0:
-            return 0, None
-        if self.done_steps == 0:
-            return self.steps, time.monotonic() + share
-        return min(self.steps, int(share * self.done_steps / self.seconds)), None
+            return 0, self.batch, None
+        if self.done_samples == 0:
+            return self.steps, self.batch, time.monotonic() + share
+        samples = share * self.done_samples / self.seconds
+        batch = self.batch
+        while batch * self.steps > samples and batch // 2 >= min(MIN_BUDGET_BATCH, self.batch):
+            batch //= 2
+        return min(self.steps, int(samples / batch)), batch, None
 
-    def record(self, steps: int, seconds: float) -> None:
-        self.done_steps += steps
+    def record(self, steps: int, batch: int, seconds: float) -> None:
+        self.done_samples += steps * batch
         self.seconds += seconds
 
 
 def _tune(sub: fx.GraphModule, block: Block, s_mods: dict, masks: dict, x: torch.Tensor, target: torch.Tensor,
-          settings: BlockSettings, g: torch.Generator, entry: dict, steps: int, deadline: float | None) -> int:
-    """Tunes the block's kept weights for `steps` Adam steps (cosine schedule), or until `deadline`; returns the
-    steps run."""
+          settings: BlockSettings, g: torch.Generator, entry: dict, steps: int, batch: int,
+          deadline: float | None) -> int:
+    """Tunes the block's kept weights for `steps` Adam steps of `batch` samples (cosine schedule), or until
+    `deadline`; returns the steps run."""
     names = {n.target for n in sub.graph.nodes if n.op == "call_module"}
     params, param_masks = [], []
     for name in sorted(names):
@@ -265,7 +280,7 @@ def _tune(sub: fx.GraphModule, block: Block, s_mods: dict, masks: dict, x: torch
             if deadline is not None and step and time.monotonic() > deadline:
                 break
             done += 1
-            idx = torch.randint(0, len(x), (min(settings.batch, len(x)),), generator=g).to(x.device)
+            idx = torch.randint(0, len(x), (min(batch, len(x)),), generator=g).to(x.device)
             loss = (sub(x[idx]) - target[idx]).pow(2).mean() / scale
             for group in opt.param_groups:
                 group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * step / steps))

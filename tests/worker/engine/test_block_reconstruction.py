@@ -135,18 +135,35 @@ def test_a_time_budget_shortens_every_block_instead_of_skipping_the_last(monkeyp
 
     clock = [100.0]
     monkeypatch.setattr(block_reconstruction.time, "monotonic", lambda: clock[0])
-    pace = block_reconstruction._Pace(steps=300, deadline=None)
-    assert pace.next_block(3) == (300, None)  # no budget: what was asked
-    pace = block_reconstruction._Pace(steps=300, deadline=112.0)
-    assert pace.next_block(3) == (300, 104.0)  # nothing measured yet: the first block stops at its share
-    pace.record(steps=50, seconds=4.0)
+    pace = block_reconstruction._Pace(steps=300, batch=64, deadline=None)
+    assert pace.next_block(3) == (300, 64, None)  # no budget: what was asked
+    pace = block_reconstruction._Pace(steps=300, batch=64, deadline=112.0)
+    assert pace.next_block(3) == (300, 64, 104.0)  # nothing measured yet: the first block stops at its share
+    pace.record(steps=50, batch=64, seconds=4.0)
     clock[0] = 104.0
-    assert pace.next_block(2) == (50, None)  # 4 s each at 12.5 steps a second
-    pace.record(steps=50, seconds=4.0)
+    assert pace.next_block(2) == (200, 16, None)  # 4 s each buy 3200 samples: batch 16, and 200 of the 300 steps
+    pace.record(steps=200, batch=16, seconds=4.0)
     clock[0] = 109.0  # the last block is one second late
-    assert pace.next_block(1) == (37, None)
+    assert pace.next_block(1) == (150, 16, None)  # the batch stops at 16: the steps are cut
     clock[0] = 112.5
     assert pace.next_block(1)[0] == 0  # nothing left: skipped
+
+
+def test_a_budget_that_buys_every_step_keeps_the_batch(monkeypatch):
+    from worker.engine import block_reconstruction
+
+    clock = [0.0]
+    monkeypatch.setattr(block_reconstruction.time, "monotonic", lambda: clock[0])
+    pace = block_reconstruction._Pace(steps=100, batch=64, deadline=100.0)
+    pace.next_block(4)
+    pace.record(steps=100, batch=64, seconds=10.0)
+    clock[0] = 10.0
+    assert pace.next_block(3) == (100, 64, None)  # 30 s each, 10 needed
+    small = block_reconstruction._Pace(steps=100, batch=8, deadline=100.0)
+    small.next_block(2)
+    small.record(steps=100, batch=8, seconds=50.0)
+    clock[0] = 75.0
+    assert small.next_block(1) == (50, 8, None)  # a batch asked below 16 is never halved
 
 
 def test_every_block_is_tuned_within_a_budget():
