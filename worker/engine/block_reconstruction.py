@@ -159,7 +159,6 @@ def reconstruct_blocks(student: nn.Module, teacher: nn.Module, images: torch.Ten
     if not blocks:
         return {"blocks": 0, "skipped": "no block holds a pruned layer"}
     start = time.monotonic()
-    pace = _Pace(settings.steps, settings.batch, None if time_budget_s is None else start + time_budget_s)
     x = images.detach()
     g = torch.Generator().manual_seed(seed + 13)
     if x.dim() == 4:
@@ -168,6 +167,8 @@ def reconstruct_blocks(student: nn.Module, teacher: nn.Module, images: torch.Ten
         views += [cutmix_views(x, len(x), g) for _ in range(settings.cutmix_views)]
         views += [crop_views(x, len(x), g) for _ in range(settings.crop_views)]
         x = torch.cat(views)
+    # the pace counts the samples a step really draws: fewer inputs than the batch make a smaller batch
+    pace = _Pace(settings.steps, min(settings.batch, len(x)), None if time_budget_s is None else start + time_budget_s)
     first = blocks[0].input_node
     x_s = _value_at(s_gm, first, x, settings.batch)
     x_t = _value_at(t_gm, first, x, settings.batch)
@@ -280,7 +281,7 @@ def _tune(sub: fx.GraphModule, block: Block, s_mods: dict, masks: dict, x: torch
             if deadline is not None and step and time.monotonic() > deadline:
                 break
             done += 1
-            idx = torch.randint(0, len(x), (min(batch, len(x)),), generator=g).to(x.device)
+            idx = torch.randint(0, len(x), (batch,), generator=g).to(x.device)
             loss = (sub(x[idx]) - target[idx]).pow(2).mean() / scale
             for group in opt.param_groups:
                 group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
