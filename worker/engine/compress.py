@@ -29,7 +29,7 @@ from worker.engine.sample_budget import automatic_samples, block_stage_samples, 
 from worker.engine.recovery import distill, recalibrate_batchnorm
 from worker.engine.layer_report import build_report
 from worker.engine.sequential import PrunePlan, prune_sequentially, prunes
-from worker.engine.synthesis_budget import fit_to_budget
+from worker.engine.synthesis_budget import fit_to_budget, probe_synthesis
 from worker.engine.synthetic import InversionSettings, synthesize_inputs
 from worker.progress import Progress
 
@@ -238,23 +238,22 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
     blocks = block_settings(config, macs)
     block_args = dict(train_args, seed=config.seed + BLOCK_SEED_OFFSET,
                       samples=max(0, blocks.inputs - config.synthetic_samples) if blocks.steps > 0 else 0)
+    parts = {"train": train_args, "holdout": holdout_args, "blocks": block_args}
+    progress.update("synthesize", 0, 1, "timing inversion steps")
+    cached, probe = probe_synthesis(teacher, input_shape, config.synthetic, device, parts, cache_dir=cache_dir)
     budget_plan = None
     if config.time_budget_s is not None and config.synthetic != "gaussian":
-        progress.update("synthesize", 0, 1, "timing one inversion step for the time budget")
-        budget_plan = fit_to_budget(teacher, input_shape, config.synthetic,
-                                    config.time_budget_s - (time.monotonic() - started), device, train_args,
-                                    holdout_args, block_args, cache_dir=cache_dir)
+        budget_plan = fit_to_budget(config.time_budget_s - (time.monotonic() - started), probe, parts, cached)
         train_args.update(samples=budget_plan.samples, steps=budget_plan.steps)
         holdout_args.update(samples=budget_plan.holdout_samples, steps=budget_plan.holdout_steps)
         block_args.update(samples=budget_plan.block_samples, steps=min(budget_plan.block_steps, budget_plan.steps))
         config = replace(config, synthetic_samples=budget_plan.samples, synthetic_steps=budget_plan.steps,
                          fidelity_samples=budget_plan.holdout_samples)
-    train = synthesize_inputs(teacher, input_shape, config.synthetic, progress=progress, cache_dir=cache_dir,
-                              **train_args)
-    holdout = synthesize_inputs(teacher, input_shape, config.synthetic, progress=progress, cache_dir=cache_dir,
-                                **holdout_args)
-    extra = synthesize_inputs(teacher, input_shape, config.synthetic, progress=progress, cache_dir=cache_dir,
-                              **block_args) if block_args["samples"] else None
+    synthesis = dict(progress=progress, cache_dir=cache_dir, memory_format=probe.memory_format if probe else "contiguous")
+    train = synthesize_inputs(teacher, input_shape, config.synthetic, **synthesis, **train_args)
+    holdout = synthesize_inputs(teacher, input_shape, config.synthetic, **synthesis, **holdout_args)
+    extra = synthesize_inputs(teacher, input_shape, config.synthetic, **synthesis, **block_args) \
+        if block_args["samples"] else None
     images, held = train.images.to(device), holdout.images.to(device)
     block_images = images if extra is None else torch.cat([images, extra.images.to(device)])
     seconds["synthesize"] = time.monotonic() - t

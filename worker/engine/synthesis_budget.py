@@ -3,23 +3,21 @@
 Inverting inputs is most of a compression job: a forward and a backward pass per input per step. On CIFAR models
 that is minutes, but an ImageNet-sized model multiplies it by the pixels: a default ResNet-18 job at 224x224 spent
 ~24 minutes on it on a 2-core worker (docs/benchmarks/engine.md, session 11), a ResNet-50 would spend over an
-hour. So when a budget is given, one inversion step is timed on a few inputs first and the input counts, then the
-steps, are cut until the synthesis is expected to take at most SYNTHESIS_SHARE of the budget; the rest is left to
-the stages that follow (their cost grows with the input count too). The report says what was cut and why.
+hour. So when a budget is given, an inversion step is timed on a few inputs first (memory_format.py) and the input
+counts, then the steps, are cut until the synthesis is expected to take at most SYNTHESIS_SHARE of the budget; the
+rest is left to the stages that follow (their cost grows with the input count too). The report says what was cut and why.
 Extra inputs for the block stage (block_reconstruction.py) are the first thing cut: the pruning inputs matter
 more.
 """
 from __future__ import annotations
 
-import copy
 import math
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from worker.engine.outputs import primary_output
+from worker.engine.memory_format import InversionProbe, probe_inversion
 
 SYNTHESIS_SHARE = 0.5  # synthesis took 55-65% of the default ResNet-56 job's compression stage
 MIN_SAMPLES = 32  # fewer inputs than this leave the layer-wise least squares of wide layers underdetermined
@@ -28,11 +26,6 @@ MIN_STEPS = 20
 # of 50 steps and 1536 of 25 did as well as 384 of 100 (ResNet-56, docs/benchmarks/engine.md, sessions 18-19),
 # while 256 inputs instead of 512 cost 0.15 points pattern-only and 0.5 at 0.5 connectivity.
 BLOCK_STEPS_FLOOR = 0.25
-# Timed inputs: the batch the inversion will run (a step's fixed cost makes small batches dearer per input), but at
-# most this many pixels (4 inputs at 224x224, where the cost per input no longer depends on the batch).
-PROBE_PIXELS = 64 * 32 * 32
-PROBE_SECONDS = 0.25  # a single step of a small model is too short to time alone
-PROBE_MAX_STEPS = 20
 SAMPLE_ROUNDING = 8
 # A real inversion step also matches BatchNorm statistics, adds the image priors and steps Adam: on the tiny test
 # ResNet a synthesis planned at 15.5 s from the bare forward + backward took 20-25 s (fixed costs per step weigh
@@ -70,26 +63,6 @@ class SynthesisPlan:
             out["warning"] = (f"the time budget cut {' and '.join(cuts)} so that their synthesis takes about "
                               f"{self.expected_s:.0f} s; a larger budget may give a more accurate pruned model")
         return out
-
-
-def seconds_per_input_step(model: nn.Module, input_shape: tuple[int, ...], device: torch.device, batch: int) -> float:
-    """Wall seconds of one inversion step per input at this batch size, from timed forward + input-gradient
-    passes after a warm-up one."""
-    inputs = max(1, min(batch, PROBE_PIXELS // max(1, math.prod(input_shape[2:]))))
-    net = copy.deepcopy(model).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    x = torch.randn(inputs, *input_shape[1:], device=device, requires_grad=True)
-    timed, start = -1, 0.0  # the first pass warms up; then steps until PROBE_SECONDS (one, on large models)
-    while timed < PROBE_MAX_STEPS:
-        primary_output(net(x)).float().square().mean().backward()
-        x.grad = None
-        timed += 1
-        if timed == 0:
-            start = time.perf_counter()
-        elif time.perf_counter() - start >= PROBE_SECONDS:
-            break
-    return STEP_OVERHEAD * (time.perf_counter() - start) / timed / inputs
 
 
 _PARTS = {"train": ("samples", "steps"), "holdout": ("holdout_samples", "holdout_steps"),
@@ -139,17 +112,24 @@ def plan_synthesis(budget_s: float, per_input_step: float, samples: int, steps: 
                          reduced_from=asked if plan != asked else None)
 
 
-def fit_to_budget(model: nn.Module, input_shape: tuple[int, ...], mode: str, remaining_s: float, device: torch.device,
-                  train: dict, holdout: dict, blocks: dict, *, cache_dir=None) -> SynthesisPlan:
-    """Time one step, skip what the cache already holds, and plan. `train` / `holdout` / `blocks` are
-    synthesize_inputs keyword arguments (samples, steps, seed, settings); `blocks` may ask for 0 samples."""
+def probe_synthesis(model: nn.Module, input_shape: tuple[int, ...], mode: str, device: torch.device, parts: dict, *,
+                    cache_dir=None) -> tuple[frozenset, InversionProbe | None]:
+    """The parts ("train", "holdout", "blocks": synthesize_inputs keyword arguments, blocks may ask for 0 samples)
+    the cache already holds, and, when anything is left to invert, the timed inversion step in each memory format."""
     from worker.engine.synthetic import is_cached
 
-    parts = {"train": train, "holdout": holdout, "blocks": blocks}
     cached = frozenset(part for part, args in parts.items()
                        if args["samples"] == 0 or is_cached(model, input_shape, mode, cache_dir=cache_dir, **args))
-    batch = min(train["settings"].batch, train["samples"])
-    per_step = 0.0 if len(cached) == len(parts) else seconds_per_input_step(model, input_shape, device, batch)
+    if len(cached) == len(parts):
+        return cached, None
+    train = parts["train"]
+    return cached, probe_inversion(model, input_shape, device, min(train["settings"].batch, train["samples"]))
+
+
+def fit_to_budget(remaining_s: float, probe: InversionProbe | None, parts: dict, cached: frozenset) -> SynthesisPlan:
+    """plan_synthesis for probe_synthesis's parts, priced at the probe's faster format."""
+    train, holdout, blocks = parts["train"], parts["holdout"], parts["blocks"]
+    per_step = 0.0 if probe is None else STEP_OVERHEAD * probe.seconds
     return plan_synthesis(remaining_s, per_step, train["samples"], train["steps"], holdout["samples"],
                           holdout["steps"], block_samples=blocks["samples"], block_steps=blocks["steps"],
                           cached=cached)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from worker.engine.memory_format import FORMATS
 from worker.engine.outputs import primary_output
 from worker.progress import Progress
 
@@ -108,9 +109,10 @@ def is_cached(model: nn.Module, input_shape: tuple[int, ...], mode: str, samples
 
 def synthesize_inputs(model: nn.Module, input_shape: tuple[int, ...], mode: str, samples: int, steps: int,
                       seed: int, progress: Progress, *, cache_dir: Path | None = None,
-                      settings: InversionSettings | None = None, stage: str = "synthesize") -> SyntheticSet:
+                      settings: InversionSettings | None = None, stage: str = "synthesize",
+                      memory_format: str = "contiguous") -> SyntheticSet:
     """`samples` inputs of shape input_shape[1:]. bn-inversion without BatchNorm falls back to prior-inversion
-    (said in info)."""
+    (said in info). `memory_format` (memory_format.py) changes the speed, not the images (up to float rounding)."""
     settings = settings or InversionSettings()
     info: dict = {"mode": mode, "samples": samples, "steps": steps if mode == "bn-inversion" else 0,
                   "seed": seed, "cached": False}
@@ -143,7 +145,8 @@ def synthesize_inputs(model: nn.Module, input_shape: tuple[int, ...], mode: str,
                 return SyntheticSet(images, info)
         except Exception:
             pass  # a damaged cache entry is simply rebuilt
-    images = invert_batchnorm(model, input_shape, samples, steps, seed, progress, settings, stage)
+    images = invert_batchnorm(model, input_shape, samples, steps, seed, progress, settings, stage, memory_format)
+    info["memory_format"] = memory_format
     _atomic_save({"images": images}, path)
     return SyntheticSet(images, info)
 
@@ -216,8 +219,11 @@ def spectral_noise(n: int, c: int, h: int, w: int, decay: float, g: torch.Genera
 
 
 def invert_batchnorm(model: nn.Module, input_shape: tuple[int, ...], samples: int, steps: int, seed: int,
-                     progress: Progress, settings: InversionSettings, stage: str = "synthesize") -> torch.Tensor:
+                     progress: Progress, settings: InversionSettings, stage: str = "synthesize",
+                     memory_format: str = "contiguous") -> torch.Tensor:
     net = copy.deepcopy(model).eval()
+    if memory_format != "contiguous":
+        net = net.to(memory_format=FORMATS[memory_format])
     for p in net.parameters():
         p.requires_grad_(False)  # only input gradients are needed: skips the weight-gradient half of backward
     device = next(iter(net.parameters())).device
@@ -229,13 +235,14 @@ def invert_batchnorm(model: nn.Module, input_shape: tuple[int, ...], samples: in
         for b in range(n_batches):
             n = min(settings.batch, samples - b * settings.batch)
             out.append(_invert_batch(net, stats, input_shape, n, steps, g, settings, device, progress,
-                                     stage, b, n_batches))
+                                     stage, b, n_batches, FORMATS[memory_format]))
     finally:
         stats.close()
     return torch.cat(out).cpu()
 
 
-def _invert_batch(net, stats, input_shape, n, steps, g, settings, device, progress, stage, b, n_batches):
+def _invert_batch(net, stats, input_shape, n, steps, g, settings, device, progress, stage, b, n_batches,
+                  memory_format=torch.contiguous_format):
     c, h, w = input_shape[1:]
     low = int(steps * settings.low_res_fraction) if h >= 16 and w >= 16 else 0
     x = spectral_noise(n, c, (h // 2 if low else h), (w // 2 if low else w), settings.noise_decay, g).to(device)
@@ -256,7 +263,7 @@ def _invert_batch(net, stats, input_shape, n, steps, g, settings, device, progre
             xin = torch.flip(xin, dims=(3,))
         if xin.shape[-2:] != (h, w):
             xin = F.interpolate(xin, size=(h, w), mode="bilinear", align_corners=False)
-        logits = primary_output(net(xin))
+        logits = primary_output(net(xin.contiguous(memory_format=memory_format)))
         loss = stats.pop() + settings.tv_weight * _tv(x) * x.shape[-1] * x.shape[-2] + settings.l2_weight * x.pow(2).mean()
         if settings.class_weight > 0 and logits.dim() == 2 and logits.shape[1] > 1:
             if labels is None:
