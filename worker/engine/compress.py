@@ -249,7 +249,7 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
         block_args.update(samples=budget_plan.block_samples, steps=min(budget_plan.block_steps, budget_plan.steps))
         config = replace(config, synthetic_samples=budget_plan.samples, synthetic_steps=budget_plan.steps,
                          fidelity_samples=budget_plan.holdout_samples)
-    synthesis = dict(progress=progress, cache_dir=cache_dir, memory_format=probe.memory_format if probe else "contiguous")
+    synthesis = dict(progress=progress, cache_dir=cache_dir, inversion_mode=probe.mode if probe else "contiguous")
     train = synthesize_inputs(teacher, input_shape, config.synthetic, **synthesis, **train_args)
     holdout = synthesize_inputs(teacher, input_shape, config.synthetic, **synthesis, **holdout_args)
     extra = synthesize_inputs(teacher, input_shape, config.synthetic, **synthesis, **block_args) \

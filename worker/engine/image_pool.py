@@ -16,7 +16,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from worker.engine.outputs import primary_output
-from worker.engine.synthetic import InversionSettings, _BNStatLoss, _tv
+from worker.engine.bn_stats import BNStatLoss
+from worker.engine.synthetic import InversionSettings, _tv
 
 
 @dataclass
@@ -44,7 +45,7 @@ class ImagePool:
         self.net = copy.deepcopy(teacher).eval()  # own copy: the BN-statistics hooks must not fire on the teacher
         for p in self.net.parameters():
             p.requires_grad_(False)
-        self.stats = _BNStatLoss(self.net, inversion.first_bn_weight)
+        self.stats = BNStatLoss(self.net, inversion.first_bn_weight)
         self.g = torch.Generator().manual_seed(seed + 11)
         self.order = torch.randperm(len(self.images), generator=self.g)
         self.cursor = 0

@@ -3,7 +3,7 @@
 Inverting inputs is most of a compression job: a forward and a backward pass per input per step. On CIFAR models
 that is minutes, but an ImageNet-sized model multiplies it by the pixels: a default ResNet-18 job at 224x224 spent
 ~24 minutes on it on a 2-core worker (docs/benchmarks/engine.md, session 11), a ResNet-50 would spend over an
-hour. So when a budget is given, an inversion step is timed on a few inputs first (memory_format.py) and the input
+hour. So when a budget is given, an inversion step is timed on a few inputs first (inversion_modes.py) and the input
 counts, then the steps, are cut until the synthesis is expected to take at most SYNTHESIS_SHARE of the budget; the
 rest is left to the stages that follow (their cost grows with the input count too). The report says what was cut and why.
 Extra inputs for the block stage (block_reconstruction.py) are the first thing cut: the pruning inputs matter
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from worker.engine.memory_format import InversionProbe, probe_inversion
+from worker.engine.inversion_modes import InversionProbe, probe_inversion
 
 SYNTHESIS_SHARE = 0.5  # synthesis took 55-65% of the default ResNet-56 job's compression stage
 MIN_SAMPLES = 32  # fewer inputs than this leave the layer-wise least squares of wide layers underdetermined
@@ -27,10 +27,10 @@ MIN_STEPS = 20
 # while 256 inputs instead of 512 cost 0.15 points pattern-only and 0.5 at 0.5 connectivity.
 BLOCK_STEPS_FLOOR = 0.25
 SAMPLE_ROUNDING = 8
-# A real inversion step also matches BatchNorm statistics, adds the image priors and steps Adam: on the tiny test
-# ResNet a synthesis planned at 15.5 s from the bare forward + backward took 20-25 s (fixed costs per step weigh
-# most on tiny models); on ResNet-56 the bare pass is ~0.9x of a real step.
-STEP_OVERHEAD = 1.3
+# A real inversion step also adds the image priors, jitter and an Adam step to what the probe times (the model and
+# its BatchNorm term): ResNet-56, Zen 4, the probe read 3.1 / 4.3 / 4.8-5.3 ms per input-step in the three modes,
+# real steps 3.0-3.3 / 3.8-3.9 / 4.4-4.6 (session 22). Fixed costs weigh more on tiny models.
+STEP_OVERHEAD = 1.1
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def plan_synthesis(budget_s: float, per_input_step: float, samples: int, steps: 
 def probe_synthesis(model: nn.Module, input_shape: tuple[int, ...], mode: str, device: torch.device, parts: dict, *,
                     cache_dir=None) -> tuple[frozenset, InversionProbe | None]:
     """The parts ("train", "holdout", "blocks": synthesize_inputs keyword arguments, blocks may ask for 0 samples)
-    the cache already holds, and, when anything is left to invert, the timed inversion step in each memory format."""
+    the cache already holds, and, when anything is left to invert, the timed inversion step in each mode."""
     from worker.engine.synthetic import is_cached
 
     cached = frozenset(part for part, args in parts.items()
@@ -127,7 +127,7 @@ def probe_synthesis(model: nn.Module, input_shape: tuple[int, ...], mode: str, d
 
 
 def fit_to_budget(remaining_s: float, probe: InversionProbe | None, parts: dict, cached: frozenset) -> SynthesisPlan:
-    """plan_synthesis for probe_synthesis's parts, priced at the probe's faster format."""
+    """plan_synthesis for probe_synthesis's parts, priced at the probe's fastest mode."""
     train, holdout, blocks = parts["train"], parts["holdout"], parts["blocks"]
     per_step = 0.0 if probe is None else STEP_OVERHEAD * probe.seconds
     return plan_synthesis(remaining_s, per_step, train["samples"], train["steps"], holdout["samples"],

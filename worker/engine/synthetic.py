@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from worker.engine.memory_format import FORMATS
-from worker.engine.outputs import primary_output
+from worker.engine.bn_stats import BNStatLoss
+from worker.engine.inversion_modes import forward, prepare
 from worker.progress import Progress
 
 ALGORITHM_VERSION = 3  # bump when the synthesis changes so old cache entries are not reused
@@ -110,9 +110,9 @@ def is_cached(model: nn.Module, input_shape: tuple[int, ...], mode: str, samples
 def synthesize_inputs(model: nn.Module, input_shape: tuple[int, ...], mode: str, samples: int, steps: int,
                       seed: int, progress: Progress, *, cache_dir: Path | None = None,
                       settings: InversionSettings | None = None, stage: str = "synthesize",
-                      memory_format: str = "contiguous") -> SyntheticSet:
+                      inversion_mode: str = "contiguous") -> SyntheticSet:
     """`samples` inputs of shape input_shape[1:]. bn-inversion without BatchNorm falls back to prior-inversion
-    (said in info). `memory_format` (memory_format.py) changes the speed, not the images (up to float rounding)."""
+    (said in info). `inversion_mode` (inversion_modes.py) is how the steps run: memory format and precision."""
     settings = settings or InversionSettings()
     info: dict = {"mode": mode, "samples": samples, "steps": steps if mode == "bn-inversion" else 0,
                   "seed": seed, "cached": False}
@@ -145,8 +145,8 @@ def synthesize_inputs(model: nn.Module, input_shape: tuple[int, ...], mode: str,
                 return SyntheticSet(images, info)
         except Exception:
             pass  # a damaged cache entry is simply rebuilt
-    images = invert_batchnorm(model, input_shape, samples, steps, seed, progress, settings, stage, memory_format)
-    info["memory_format"] = memory_format
+    images = invert_batchnorm(model, input_shape, samples, steps, seed, progress, settings, stage, inversion_mode)
+    info["inversion_mode"] = inversion_mode
     _atomic_save({"images": images}, path)
     return SyntheticSet(images, info)
 
@@ -160,44 +160,6 @@ def _atomic_save(obj, path: Path) -> None:
         os.replace(tmp, path)
     except OSError:
         pass  # caching is an optimisation; an unwritable cache dir must not fail the job
-
-
-class _BNStatLoss:
-    """Forward hooks that compare each BatchNorm's batch statistics with its running statistics."""
-
-    def __init__(self, model: nn.Module, first_weight: float):
-        self.terms: list[torch.Tensor] = []
-        self.handles = []
-        bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-        for i, bn in enumerate(bns):
-            self.handles.append(bn.register_forward_hook(self._hook(first_weight if i == 0 else 1.0)))
-
-    def _hook(self, weight: float):
-        def hook(mod, inputs, output):
-            mean, var = channel_mean_var(inputs[0])
-            self.terms.append(weight * (torch.norm(mean - mod.running_mean, 2) + torch.norm(var - mod.running_var, 2)))
-        return hook
-
-    def pop(self) -> torch.Tensor:
-        if not self.terms:  # no BatchNorm: prior-inversion
-            return torch.zeros(())
-        total = torch.stack(self.terms).sum()
-        self.terms = []
-        return total
-
-    def close(self):
-        for h in self.handles:
-            h.remove()
-
-
-def channel_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and biased variance of an N x C x H x W batch, as E[x^2] - E[x]^2 from per-image sums:
-    with the backward pass, 2.6x faster than x.var((0, 2, 3)) on CPU (a strided reduction), and the inversion
-    step of a ResNet-56 batch ~17% faster (1 thread; docs/benchmarks/engine.md, session 9). The activations are
-    O(1), so the cancellation costs float32 nothing that matters (max difference 2e-7)."""
-    n = x.shape[0] * x.shape[2] * x.shape[3]
-    mean = x.sum((2, 3)).sum(0) / n
-    return mean, (x * x).sum((2, 3)).sum(0) / n - mean * mean
 
 
 def _tv(x: torch.Tensor) -> torch.Tensor:
@@ -220,29 +182,27 @@ def spectral_noise(n: int, c: int, h: int, w: int, decay: float, g: torch.Genera
 
 def invert_batchnorm(model: nn.Module, input_shape: tuple[int, ...], samples: int, steps: int, seed: int,
                      progress: Progress, settings: InversionSettings, stage: str = "synthesize",
-                     memory_format: str = "contiguous") -> torch.Tensor:
-    net = copy.deepcopy(model).eval()
-    if memory_format != "contiguous":
-        net = net.to(memory_format=FORMATS[memory_format])
+                     inversion_mode: str = "contiguous") -> torch.Tensor:
+    net = prepare(copy.deepcopy(model).eval(), inversion_mode)
     for p in net.parameters():
         p.requires_grad_(False)  # only input gradients are needed: skips the weight-gradient half of backward
     device = next(iter(net.parameters())).device
     g = torch.Generator().manual_seed(seed)
-    stats = _BNStatLoss(net, settings.first_bn_weight)
+    stats = BNStatLoss(net, settings.first_bn_weight)
     out: list[torch.Tensor] = []
     n_batches = math.ceil(samples / settings.batch)
     try:
         for b in range(n_batches):
             n = min(settings.batch, samples - b * settings.batch)
             out.append(_invert_batch(net, stats, input_shape, n, steps, g, settings, device, progress,
-                                     stage, b, n_batches, FORMATS[memory_format]))
+                                     stage, b, n_batches, inversion_mode))
     finally:
         stats.close()
     return torch.cat(out).cpu()
 
 
 def _invert_batch(net, stats, input_shape, n, steps, g, settings, device, progress, stage, b, n_batches,
-                  memory_format=torch.contiguous_format):
+                  inversion_mode):
     c, h, w = input_shape[1:]
     low = int(steps * settings.low_res_fraction) if h >= 16 and w >= 16 else 0
     x = spectral_noise(n, c, (h // 2 if low else h), (w // 2 if low else w), settings.noise_decay, g).to(device)
@@ -263,7 +223,7 @@ def _invert_batch(net, stats, input_shape, n, steps, g, settings, device, progre
             xin = torch.flip(xin, dims=(3,))
         if xin.shape[-2:] != (h, w):
             xin = F.interpolate(xin, size=(h, w), mode="bilinear", align_corners=False)
-        logits = primary_output(net(xin.contiguous(memory_format=memory_format)))
+        logits = forward(net, xin, inversion_mode)
         loss = stats.pop() + settings.tv_weight * _tv(x) * x.shape[-1] * x.shape[-2] + settings.l2_weight * x.pow(2).mean()
         if settings.class_weight > 0 and logits.dim() == 2 and logits.shape[1] > 1:
             if labels is None:

@@ -10,8 +10,9 @@ from tests.worker.engine.engine_models import NoBatchNorm, seeded
 from worker.engine.compress import inversion_settings
 from worker.engine.config import CompressionConfig
 from worker.engine.errors import InvalidConfigError
-from worker.engine.synthetic import (PRIOR_CLASS_WEIGHT, PRIOR_TV_WEIGHT, InversionSettings, _BNStatLoss,
-                                    channel_mean_var, invert_batchnorm, model_fingerprint, spectral_noise,
+from worker.engine.bn_stats import BNStatLoss, channel_mean_var
+from worker.engine.synthetic import (PRIOR_CLASS_WEIGHT, PRIOR_TV_WEIGHT, InversionSettings, invert_batchnorm,
+                                    model_fingerprint, spectral_noise,
                                     synthesize_inputs)
 from worker.progress import NullProgress, RecordingProgress
 
@@ -20,7 +21,7 @@ FAST = InversionSettings(batch=8)
 
 def bn_loss(model, x, first_bn_weight=1.0):
     """The inversion objective's BatchNorm-statistics term for inputs x (lower = closer to the model's stats)."""
-    stats = _BNStatLoss(model, first_bn_weight)
+    stats = BNStatLoss(model, first_bn_weight)
     with torch.no_grad():
         model(x)
     loss = float(stats.pop())
