@@ -2,8 +2,8 @@ import torch
 from torch import nn
 
 from tests.tiny_models import INPUT_SHAPE, tiny_resnet
+from tests.worker.engine.test_synthetic import bn_loss
 from worker.engine.inversion_modes import MODES, forward, prepare, probe_inversion
-from worker.engine.bn_stats import BNStatLoss
 from worker.engine.synthetic import InversionSettings, invert_batchnorm, synthesize_inputs
 from worker.progress import NullProgress
 
@@ -41,15 +41,6 @@ def test_inputs_without_an_image_layout_stay_contiguous():
     model = nn.Sequential(nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
     probe = probe_inversion(model, (1, 12), torch.device("cpu"), batch=4)
     assert probe.mode == "contiguous"
-
-
-def bn_loss(model, x):
-    stats = BNStatLoss(model, 1.0)
-    with torch.no_grad():
-        model(x)
-    loss = float(stats.pop())
-    stats.close()
-    return loss
 
 
 def test_a_mode_whose_output_drifts_is_not_offered(monkeypatch):
