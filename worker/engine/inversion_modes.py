@@ -73,7 +73,7 @@ def probe_inversion(model: nn.Module, input_shape: tuple[int, ...], device: torc
         want = forward(plain, x, "contiguous")
     nets = {"contiguous": plain}
     if len(input_shape) == 4:
-        for mode in set(MODES) - {"contiguous"}:
+        for mode in [m for m in MODES if m != "contiguous"]:
             net = prepare(_frozen_copy(model), mode)
             if _same_output(net, x, mode, want):
                 nets[mode] = net
