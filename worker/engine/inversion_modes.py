@@ -4,10 +4,11 @@ Inverting inputs (a forward and an input-gradient backward per step) is most of 
 the time budget cuts the inputs when it runs long. oneDNN's convolutions are often faster channels-last, and on
 CPUs with bfloat16 instructions (AVX512-BF16, AMX) faster still in bfloat16: ResNet-56 at batch 64 on an AMD EPYC
 Zen 4, 2 threads, a bare step 4.3 ms per input contiguous, 3.3 channels-last, 1.9 channels-last in bfloat16
-(docs/benchmarks/engine.md, session 22). Elsewhere bfloat16 is emulated and slower, and some graphs cannot run
-channels-last at all (a `view` of a permuted activation), so every mode is timed and the fastest one whose output
-matches the plain model's is used. DeepInversion itself ran its steps in mixed precision; the BatchNorm statistics
-and the loss stay float32 (synthetic.py).
+(docs/benchmarks/engine.md, session 22). Without bfloat16 instructions it is emulated and slower, and some graphs
+cannot run channels-last at all (a `view` of a permuted activation). The mode is chosen from what the hardware
+has, not from a timing race, so the same seed gives the same inputs on the same machine: the first of
+`preferred_modes` whose output matches the plain model's. DeepInversion itself ran its steps in mixed precision;
+the BatchNorm statistics and the loss stay float32 (bn_stats.py).
 """
 from __future__ import annotations
 
@@ -42,13 +43,20 @@ PROBE_MAX_STEPS = 20
 
 @dataclass(frozen=True)
 class InversionProbe:
-    mode: str                          # the fastest of the modes timed, a MODES key
-    seconds_per_input_step: dict       # mode -> wall seconds of a forward + input-gradient pass per input, with the
-    #                                    BatchNorm term (its hooks cost a third more in bfloat16 than in float32)
+    mode: str        # a MODES key
+    seconds: float   # wall seconds of a forward + input-gradient pass per input in that mode, with the BatchNorm
+    #                  term (its hooks cost a third more in bfloat16 than in float32): what the time budget prices
 
-    @property
-    def seconds(self) -> float:
-        return self.seconds_per_input_step[self.mode]
+
+def preferred_modes(device: torch.device) -> list[str]:
+    """Fastest first by what the hardware runs natively: bfloat16 where it has bfloat16 instructions (AVX512-BF16,
+    AMX; CUDA devices that support it), channels-last where measured faster (AVX-512 CPUs, bfloat16 GPUs)."""
+    if device.type == "cuda":
+        bf16 = wide = torch.cuda.is_bf16_supported()
+    else:
+        bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        wide = torch.cpu._is_avx512_supported()
+    return ["channels_last_bf16"] * bf16 + ["channels_last"] * wide + ["contiguous"]
 
 
 def prepare(net: nn.Module, mode: str) -> nn.Module:
@@ -65,20 +73,21 @@ def forward(net: nn.Module, x: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 def probe_inversion(model: nn.Module, input_shape: tuple[int, ...], device: torch.device, batch: int) -> InversionProbe:
-    """Time inversion steps in every mode the model runs correctly in; only contiguous for non-image inputs."""
+    """The first preferred mode the model runs correctly in (contiguous for non-image inputs), and its step timed."""
     inputs = max(1, min(batch, PROBE_PIXELS // max(1, math.prod(input_shape[2:]))))
     x = torch.randn(inputs, *input_shape[1:], device=device)
     plain = _frozen_copy(model)
     with torch.no_grad():
         want = forward(plain, x, "contiguous")
-    nets = {"contiguous": plain}
-    if len(input_shape) == 4:
-        for mode in [m for m in MODES if m != "contiguous"]:
-            net = prepare(_frozen_copy(model), mode)
-            if _same_output(net, x, mode, want):
-                nets[mode] = net
-    timings = {mode: _seconds_per_input_step(net, x, mode) for mode, net in nets.items()}
-    return InversionProbe(min(timings, key=timings.get), timings)
+    mode, net = "contiguous", plain
+    for candidate in preferred_modes(device) if len(input_shape) == 4 else []:
+        if candidate == "contiguous":
+            break
+        candidate_net = prepare(_frozen_copy(model), candidate)
+        if _same_output(candidate_net, x, candidate, want):
+            mode, net = candidate, candidate_net
+            break
+    return InversionProbe(mode, _seconds_per_input_step(net, x, mode))
 
 
 def _frozen_copy(model: nn.Module) -> nn.Module:

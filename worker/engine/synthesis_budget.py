@@ -115,7 +115,7 @@ def plan_synthesis(budget_s: float, per_input_step: float, samples: int, steps: 
 def probe_synthesis(model: nn.Module, input_shape: tuple[int, ...], mode: str, device: torch.device, parts: dict, *,
                     cache_dir=None) -> tuple[frozenset, InversionProbe | None]:
     """The parts ("train", "holdout", "blocks": synthesize_inputs keyword arguments, blocks may ask for 0 samples)
-    the cache already holds, and, when anything is left to invert, the timed inversion step in each mode."""
+    the cache already holds, and, when anything is left to invert, the inversion mode and its timed step."""
     from worker.engine.synthetic import is_cached
 
     cached = frozenset(part for part, args in parts.items()
@@ -127,7 +127,7 @@ def probe_synthesis(model: nn.Module, input_shape: tuple[int, ...], mode: str, d
 
 
 def fit_to_budget(remaining_s: float, probe: InversionProbe | None, parts: dict, cached: frozenset) -> SynthesisPlan:
-    """plan_synthesis for probe_synthesis's parts, priced at the probe's fastest mode."""
+    """plan_synthesis for probe_synthesis's parts, priced at the probe's step."""
     train, holdout, blocks = parts["train"], parts["holdout"], parts["blocks"]
     per_step = 0.0 if probe is None else STEP_OVERHEAD * probe.seconds
     return plan_synthesis(remaining_s, per_step, train["samples"], train["steps"], holdout["samples"],
