@@ -5,9 +5,9 @@ that is minutes, but an ImageNet-sized model multiplies it by the pixels: a defa
 ~24 minutes on it on a 2-core worker (docs/benchmarks/engine.md, session 11), a ResNet-50 would spend over an
 hour. So when a budget is given, an inversion step is timed on a few inputs first (inversion_modes.py) and the input
 counts, then the steps, are cut until the synthesis is expected to take at most SYNTHESIS_SHARE of the budget; the
-rest is left to the stages that follow (their cost grows with the input count too). The report says what was cut and why.
-Extra inputs for the block stage (block_reconstruction.py) are the first thing cut: the pruning inputs matter
-more.
+rest is left to the stages that follow (their cost grows with the input count too). The report says what was cut
+and why. Extra inputs for the block stage (block_reconstruction.py) are the first thing cut: the pruning inputs
+matter more.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from torch import nn
 from tests.tiny_models import INPUT_SHAPE, tiny_resnet
 from tests.worker.engine.test_synthetic import bn_loss
 from worker.engine import inversion_modes
-from worker.engine.inversion_modes import MODES, forward, preferred_modes, prepare, probe_inversion
+from worker.engine.inversion_modes import MODES, StepMode, forward, preferred_modes, prepare, probe_inversion
 from worker.engine.synthetic import InversionSettings, invert_batchnorm, synthesize_inputs
 from worker.progress import NullProgress
 
@@ -51,9 +51,10 @@ def test_inputs_without_an_image_layout_stay_contiguous():
 
 
 def test_a_mode_whose_output_drifts_is_passed_over(monkeypatch):
-    monkeypatch.setattr(inversion_modes, "preferred_modes", lambda device: ["channels_last_bf16", "channels_last", "contiguous"])
-    monkeypatch.setitem(MODES, "channels_last_bf16", MODES["channels_last_bf16"].__class__(
-        torch.channels_last, bfloat16=True, rtol=1e-9))  # bfloat16 logits are never that close
+    every_mode = ["channels_last_bf16", "channels_last", "contiguous"]
+    monkeypatch.setattr(inversion_modes, "preferred_modes", lambda device: every_mode)
+    monkeypatch.setitem(MODES, "channels_last_bf16", StepMode(torch.channels_last, bfloat16=True,
+                                                              rtol=1e-9))  # bfloat16 logits are never that close
     assert probe_inversion(tiny_resnet(), INPUT_SHAPE, torch.device("cpu"), batch=8).mode == "channels_last"
 
 

@@ -12,8 +12,7 @@ from worker.engine.config import CompressionConfig
 from worker.engine.errors import InvalidConfigError
 from worker.engine.bn_stats import BNStatLoss, channel_mean_var
 from worker.engine.synthetic import (PRIOR_CLASS_WEIGHT, PRIOR_TV_WEIGHT, InversionSettings, invert_batchnorm,
-                                    model_fingerprint, spectral_noise,
-                                    synthesize_inputs)
+                                    model_fingerprint, spectral_noise, synthesize_inputs)
 from worker.progress import NullProgress, RecordingProgress
 
 FAST = InversionSettings(batch=8)
