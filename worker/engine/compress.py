@@ -22,6 +22,7 @@ from worker.engine.connectivity import check_rate
 from worker.engine.errors import EngineError, InvalidConfigError, UnsupportedModelError
 from worker.engine.fidelity import measure_fidelity
 from worker.engine.image_pool import ImagePool, PoolSettings
+from worker.engine.inversion_modes import choose_mode
 from worker.engine.layers import CONV3X3, DEPTHWISE, FIRST_CONV, check_weights_finite, execution_order
 from worker.engine.patterns import candidate_patterns, pattern_library, pattern_masks
 from worker.engine.rates import connectivity_rates
@@ -29,7 +30,7 @@ from worker.engine.sample_budget import automatic_samples, block_stage_samples, 
 from worker.engine.recovery import distill, recalibrate_batchnorm
 from worker.engine.layer_report import build_report
 from worker.engine.sequential import PrunePlan, prune_sequentially, prunes
-from worker.engine.synthesis_budget import fit_to_budget, probe_synthesis
+from worker.engine.synthesis_budget import cached_parts, fit_to_budget
 from worker.engine.synthetic import InversionSettings, synthesize_inputs
 from worker.progress import Progress
 
@@ -239,17 +240,20 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
     block_args = dict(train_args, seed=config.seed + BLOCK_SEED_OFFSET,
                       samples=max(0, blocks.inputs - config.synthetic_samples) if blocks.steps > 0 else 0)
     parts = {"train": train_args, "holdout": holdout_args, "blocks": block_args}
-    progress.update("synthesize", 0, 1, "timing inversion steps")
-    cached, probe = probe_synthesis(teacher, input_shape, config.synthetic, device, parts, cache_dir=cache_dir)
+    cached = cached_parts(teacher, input_shape, config.synthetic, parts, cache_dir=cache_dir)
+    inversion_mode = "contiguous" if len(cached) == len(parts) else choose_mode(
+        teacher, input_shape, device, min(inversion.batch, config.synthetic_samples))
     budget_plan = None
     if config.time_budget_s is not None and config.synthetic != "gaussian":
-        budget_plan = fit_to_budget(config.time_budget_s - (time.monotonic() - started), probe, parts, cached)
+        progress.update("synthesize", 0, 1, "timing one inversion step for the time budget")
+        budget_plan = fit_to_budget(teacher, input_shape, device, config.time_budget_s - (time.monotonic() - started),
+                                    parts, cached, inversion_mode)
         train_args.update(samples=budget_plan.samples, steps=budget_plan.steps)
         holdout_args.update(samples=budget_plan.holdout_samples, steps=budget_plan.holdout_steps)
         block_args.update(samples=budget_plan.block_samples, steps=min(budget_plan.block_steps, budget_plan.steps))
         config = replace(config, synthetic_samples=budget_plan.samples, synthetic_steps=budget_plan.steps,
                          fidelity_samples=budget_plan.holdout_samples)
-    synthesis = dict(progress=progress, cache_dir=cache_dir, inversion_mode=probe.mode if probe else "contiguous")
+    synthesis = dict(progress=progress, cache_dir=cache_dir, inversion_mode=inversion_mode)
     train = synthesize_inputs(teacher, input_shape, config.synthetic, **synthesis, **train_args)
     holdout = synthesize_inputs(teacher, input_shape, config.synthetic, **synthesis, **holdout_args)
     extra = synthesize_inputs(teacher, input_shape, config.synthetic, **synthesis, **block_args) \

@@ -41,13 +41,6 @@ PROBE_SECONDS = 0.25  # a single step of a small model is too short to time alon
 PROBE_MAX_STEPS = 20
 
 
-@dataclass(frozen=True)
-class InversionProbe:
-    mode: str        # a MODES key
-    seconds: float   # wall seconds of a forward + input-gradient pass per input in that mode, with the BatchNorm
-    #                  term (its hooks cost a third more in bfloat16 than in float32): what the time budget prices
-
-
 def preferred_modes(device: torch.device) -> list[str]:
     """Fastest first by what the hardware runs natively: bfloat16 where it has bfloat16 instructions (AVX512-BF16,
     AMX; CUDA devices that support it), channels-last where measured faster (AVX-512 CPUs, bfloat16 GPUs)."""
@@ -72,22 +65,42 @@ def forward(net: nn.Module, x: torch.Tensor, mode: str) -> torch.Tensor:
     return out.float()
 
 
-def probe_inversion(model: nn.Module, input_shape: tuple[int, ...], device: torch.device, batch: int) -> InversionProbe:
-    """The first preferred mode the model runs correctly in (contiguous for non-image inputs), and its step timed."""
-    inputs = max(1, min(batch, PROBE_PIXELS // max(1, math.prod(input_shape[2:]))))
-    x = torch.randn(inputs, *input_shape[1:], device=device)
-    plain = _frozen_copy(model)
+def choose_mode(model: nn.Module, input_shape: tuple[int, ...], device: torch.device, batch: int) -> str:
+    """The first preferred mode the model runs correctly in (contiguous for non-image inputs)."""
+    if len(input_shape) != 4:
+        return "contiguous"
+    x = _probe_input(input_shape, device, batch)
     with torch.no_grad():
-        want = forward(plain, x, "contiguous")
-    mode, net = "contiguous", plain
-    for candidate in preferred_modes(device) if len(input_shape) == 4 else []:
-        if candidate == "contiguous":
+        want = forward(_frozen_copy(model), x, "contiguous")
+    for mode in preferred_modes(device):  # ends with contiguous, which always qualifies
+        if mode == "contiguous" or _same_output(prepare(_frozen_copy(model), mode), x, mode, want):
+            return mode
+
+
+def seconds_per_input_step(model: nn.Module, input_shape: tuple[int, ...], device: torch.device, batch: int,
+                           mode: str) -> float:
+    """Wall seconds of a forward + input-gradient pass per input in this mode, with the BatchNorm term (its hooks
+    cost a third more in bfloat16 than in float32), after a warm-up pass: what the time budget prices."""
+    net = prepare(_frozen_copy(model), mode)
+    x = _probe_input(input_shape, device, batch).requires_grad_(True)
+    stats = BNStatLoss(net, 1.0)
+    timed, start = -1, 0.0  # the first pass warms up; then steps until PROBE_SECONDS (one, on large models)
+    while timed < PROBE_MAX_STEPS:
+        (forward(net, x, mode).square().mean() + stats.pop()).backward()
+        x.grad = None
+        _synchronize(x.device)  # CUDA runs asynchronously: time the work, not its launch
+        timed += 1
+        if timed == 0:
+            start = time.perf_counter()
+        elif time.perf_counter() - start >= PROBE_SECONDS:
             break
-        candidate_net = prepare(_frozen_copy(model), candidate)
-        if _same_output(candidate_net, x, candidate, want):
-            mode, net = candidate, candidate_net
-            break
-    return InversionProbe(mode, _seconds_per_input_step(net, x, mode))
+    stats.close()
+    return (time.perf_counter() - start) / timed / x.shape[0]
+
+
+def _probe_input(input_shape: tuple[int, ...], device: torch.device, batch: int) -> torch.Tensor:
+    inputs = max(1, min(batch, PROBE_PIXELS // max(1, math.prod(input_shape[2:]))))
+    return torch.randn(inputs, *input_shape[1:], device=device)
 
 
 def _frozen_copy(model: nn.Module) -> nn.Module:
@@ -105,24 +118,6 @@ def _same_output(net: nn.Module, x: torch.Tensor, mode: str, want: torch.Tensor)
         return False
     scale = want.abs().max().clamp_min(1e-12)
     return got.shape == want.shape and bool(((got - want).abs().max() / scale) <= MODES[mode].rtol)
-
-
-def _seconds_per_input_step(net: nn.Module, x: torch.Tensor, mode: str) -> float:
-    """Wall seconds of one forward + input-gradient pass per input with the BatchNorm term, after a warm-up pass."""
-    x = x.detach().clone().requires_grad_(True)
-    stats = BNStatLoss(net, 1.0)
-    timed, start = -1, 0.0  # the first pass warms up; then steps until PROBE_SECONDS (one, on large models)
-    while timed < PROBE_MAX_STEPS:
-        (forward(net, x, mode).square().mean() + stats.pop()).backward()
-        x.grad = None
-        _synchronize(x.device)  # CUDA runs asynchronously: time the work, not its launch
-        timed += 1
-        if timed == 0:
-            start = time.perf_counter()
-        elif time.perf_counter() - start >= PROBE_SECONDS:
-            break
-    stats.close()
-    return (time.perf_counter() - start) / timed / x.shape[0]
 
 
 def _synchronize(device: torch.device) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from worker.engine.inversion_modes import InversionProbe, probe_inversion
+from worker.engine.inversion_modes import seconds_per_input_step
 
 SYNTHESIS_SHARE = 0.5  # synthesis took 55-65% of the default ResNet-56 job's compression stage
 MIN_SAMPLES = 32  # fewer inputs than this leave the layer-wise least squares of wide layers underdetermined
@@ -112,24 +112,22 @@ def plan_synthesis(budget_s: float, per_input_step: float, samples: int, steps: 
                          reduced_from=asked if plan != asked else None)
 
 
-def probe_synthesis(model: nn.Module, input_shape: tuple[int, ...], mode: str, device: torch.device, parts: dict, *,
-                    cache_dir=None) -> tuple[frozenset, InversionProbe | None]:
+def cached_parts(model: nn.Module, input_shape: tuple[int, ...], mode: str, parts: dict, *,
+                 cache_dir=None) -> frozenset:
     """The parts ("train", "holdout", "blocks": synthesize_inputs keyword arguments, blocks may ask for 0 samples)
-    the cache already holds, and, when anything is left to invert, the inversion mode and its timed step."""
+    the cache already holds."""
     from worker.engine.synthetic import is_cached
 
-    cached = frozenset(part for part, args in parts.items()
-                       if args["samples"] == 0 or is_cached(model, input_shape, mode, cache_dir=cache_dir, **args))
-    if len(cached) == len(parts):
-        return cached, None
-    train = parts["train"]
-    return cached, probe_inversion(model, input_shape, device, min(train["settings"].batch, train["samples"]))
+    return frozenset(part for part, args in parts.items()
+                     if args["samples"] == 0 or is_cached(model, input_shape, mode, cache_dir=cache_dir, **args))
 
 
-def fit_to_budget(remaining_s: float, probe: InversionProbe | None, parts: dict, cached: frozenset) -> SynthesisPlan:
-    """plan_synthesis for probe_synthesis's parts, priced at the probe's step."""
+def fit_to_budget(model: nn.Module, input_shape: tuple[int, ...], device: torch.device, remaining_s: float,
+                  parts: dict, cached: frozenset, inversion_mode: str) -> SynthesisPlan:
+    """plan_synthesis for cached_parts's parts, priced at a timed step in `inversion_mode` (none when all cached)."""
     train, holdout, blocks = parts["train"], parts["holdout"], parts["blocks"]
-    per_step = 0.0 if probe is None else STEP_OVERHEAD * probe.seconds
+    per_step = 0.0 if len(cached) == len(parts) else STEP_OVERHEAD * seconds_per_input_step(
+        model, input_shape, device, min(train["settings"].batch, train["samples"]), inversion_mode)
     return plan_synthesis(remaining_s, per_step, train["samples"], train["steps"], holdout["samples"],
                           holdout["steps"], block_samples=blocks["samples"], block_steps=blocks["steps"],
                           cached=cached)

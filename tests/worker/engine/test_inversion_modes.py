@@ -4,7 +4,8 @@ from torch import nn
 from tests.tiny_models import INPUT_SHAPE, tiny_resnet
 from tests.worker.engine.test_synthetic import bn_loss
 from worker.engine import inversion_modes
-from worker.engine.inversion_modes import MODES, StepMode, forward, preferred_modes, prepare, probe_inversion
+from worker.engine.inversion_modes import (MODES, StepMode, choose_mode, forward, preferred_modes, prepare,
+                                          seconds_per_input_step)
 from worker.engine.synthetic import InversionSettings, invert_batchnorm, synthesize_inputs
 from worker.progress import NullProgress
 
@@ -29,25 +30,23 @@ def test_the_hardwares_preferred_mode_is_chosen_and_timed():
     cpu = torch.device("cpu")
     preferred = preferred_modes(cpu)
     assert preferred[-1] == "contiguous" and set(preferred) <= set(MODES)
-    probe = probe_inversion(tiny_resnet(), INPUT_SHAPE, cpu, batch=8)
-    assert probe.mode == preferred[0] and 0 < probe.seconds < 5
+    mode = choose_mode(tiny_resnet(), INPUT_SHAPE, cpu, batch=8)
+    assert mode == preferred[0] and 0 < seconds_per_input_step(tiny_resnet(), INPUT_SHAPE, cpu, 8, mode) < 5
 
 
 def test_the_choice_does_not_depend_on_a_timing_race():
-    modes = {probe_inversion(tiny_resnet(), INPUT_SHAPE, torch.device("cpu"), batch=8).mode for _ in range(3)}
+    modes = {choose_mode(tiny_resnet(), INPUT_SHAPE, torch.device("cpu"), batch=8) for _ in range(3)}
     assert len(modes) == 1
 
 
 def test_a_model_that_cannot_run_channels_last_stays_contiguous():
     model = FlattensPermuted().eval()
-    probe = probe_inversion(model, INPUT_SHAPE, torch.device("cpu"), batch=4)
-    assert probe.mode == "contiguous"
+    assert choose_mode(model, INPUT_SHAPE, torch.device("cpu"), batch=4) == "contiguous"
 
 
 def test_inputs_without_an_image_layout_stay_contiguous():
     model = nn.Sequential(nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
-    probe = probe_inversion(model, (1, 12), torch.device("cpu"), batch=4)
-    assert probe.mode == "contiguous"
+    assert choose_mode(model, (1, 12), torch.device("cpu"), batch=4) == "contiguous"
 
 
 def test_a_mode_whose_output_drifts_is_passed_over(monkeypatch):
@@ -55,7 +54,7 @@ def test_a_mode_whose_output_drifts_is_passed_over(monkeypatch):
     monkeypatch.setattr(inversion_modes, "preferred_modes", lambda device: every_mode)
     monkeypatch.setitem(MODES, "channels_last_bf16", StepMode(torch.channels_last, bfloat16=True,
                                                               rtol=1e-9))  # bfloat16 logits are never that close
-    assert probe_inversion(tiny_resnet(), INPUT_SHAPE, torch.device("cpu"), batch=8).mode == "channels_last"
+    assert choose_mode(tiny_resnet(), INPUT_SHAPE, torch.device("cpu"), batch=8) == "channels_last"
 
 
 def test_bfloat16_mode_runs_the_model_in_bfloat16_and_returns_float32():

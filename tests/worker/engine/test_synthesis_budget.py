@@ -79,7 +79,12 @@ def test_a_tight_budget_cuts_the_synthesis_and_says_so(tmp_path):
     assert "time budget" in budget["warning"]
 
 
-def test_without_a_budget_nothing_is_cut(tmp_path):
+def test_without_a_budget_nothing_is_timed_or_cut(tmp_path, monkeypatch):
+    from worker.engine import synthesis_budget
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("an inversion step was timed without a budget")
+    monkeypatch.setattr(synthesis_budget, "seconds_per_input_step", no_timing)
     cfg = CompressionConfig(synthetic_samples=16, synthetic_steps=4, fidelity_samples=8, admm_iterations=2,
                             time_budget_s=None,
                             extra={"inversion": {"batch": 8}, "block_reconstruction": 0})
