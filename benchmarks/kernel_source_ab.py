@@ -61,11 +61,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--densities", nargs="*", default=list(DENSITIES))
     ap.add_argument("--tiles", nargs="+", required=True, help="tile labels, e.g. f4v3c32 f4v3c64d")
     ap.add_argument("--runs", type=int, default=60)
+    ap.add_argument("--isa", default=None, help="build for this ISA instead of the best this machine runs "
+                    "(e.g. avx2 on an AVX-512 host)")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "zd_kernel_bench"))
     args = ap.parse_args(argv)
     trees = dict(t.split("=", 1) for t in args.trees)
     torch.set_num_threads(1)
-    clock, isa = clock_for(1), detect_isa()
+    clock, isa = clock_for(1), args.isa or detect_isa()
     with tempfile.TemporaryDirectory(prefix="zd_source_ab_") as tmp:
         for density in args.densities:
             for name in args.layers:
