@@ -4,7 +4,7 @@ Inverting inputs (a forward and an input-gradient backward per step) is most of 
 the time budget cuts the inputs when it runs long. oneDNN's convolutions are often faster channels-last, and on
 CPUs with bfloat16 instructions (AVX512-BF16, AMX) faster still in bfloat16: ResNet-56 at batch 64 on an AMD EPYC
 Zen 4, 2 threads, a bare step 4.3 ms per input contiguous, 3.3 channels-last, 1.9 channels-last in bfloat16
-(docs/benchmarks/engine.md, session 22). Without bfloat16 instructions it is emulated and slower, and some graphs
+(docs/benchmarks/engine.md, sessions 22-23). Without bfloat16 instructions it is emulated and slower, and some graphs
 cannot run channels-last at all (a `view` of a permuted activation). The mode is chosen from what the hardware
 has, not from a timing race, so the same seed gives the same inputs on the same machine: the first of
 `preferred_modes` whose output matches the plain model's. DeepInversion itself ran its steps in mixed precision;
@@ -43,13 +43,15 @@ PROBE_MAX_STEPS = 20
 
 def preferred_modes(device: torch.device) -> list[str]:
     """Fastest first by what the hardware runs natively: bfloat16 where it has bfloat16 instructions (AVX512-BF16,
-    AMX; CUDA devices that support it), channels-last where measured faster (AVX-512 CPUs, bfloat16 GPUs)."""
+    AMX; CUDA devices that support it), channels-last where measured faster (AVX2 and AVX-512 CPUs, bfloat16 GPUs).
+    With oneDNN, MKL and ATen held to AVX2 on the Zen 4 (session 23) a ResNet-56 step read 0.88-0.93x contiguous's
+    time channels-last, as on AVX-512 (0.91x)."""
     if device.type == "cuda":
-        bf16 = wide = torch.cuda.is_bf16_supported()
+        bf16 = channels_last = torch.cuda.is_bf16_supported()
     else:
         bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-        wide = torch.cpu._is_avx512_supported()
-    return ["channels_last_bf16"] * bf16 + ["channels_last"] * wide + ["contiguous"]
+        channels_last = torch.cpu._is_avx2_supported() or torch.cpu._is_avx512_supported()
+    return ["channels_last_bf16"] * bf16 + ["channels_last"] * channels_last + ["contiguous"]
 
 
 def prepare(net: nn.Module, mode: str) -> nn.Module:

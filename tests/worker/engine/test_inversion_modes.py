@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -32,6 +33,21 @@ def test_the_hardwares_preferred_mode_is_chosen_and_timed():
     assert preferred[-1] == "contiguous" and set(preferred) <= set(MODES)
     mode = choose_mode(tiny_resnet(), INPUT_SHAPE, cpu, batch=8)
     assert mode == preferred[0] and 0 < seconds_per_input_step(tiny_resnet(), INPUT_SHAPE, cpu, 8, mode) < 5
+
+
+@pytest.mark.parametrize("flags,expected", [
+    ({}, ["contiguous"]),
+    ({"_is_avx2_supported"}, ["channels_last", "contiguous"]),
+    ({"_is_avx2_supported", "_is_avx512_supported"}, ["channels_last", "contiguous"]),
+    ({"_is_avx2_supported", "_is_avx512_supported", "_is_avx512_bf16_supported"},
+     ["channels_last_bf16", "channels_last", "contiguous"]),
+    ({"_is_avx2_supported", "_is_avx512_supported", "_is_amx_tile_supported"},
+     ["channels_last_bf16", "channels_last", "contiguous"]),
+])
+def test_preferred_modes_follow_the_cpus_instructions(monkeypatch, flags, expected):
+    for name in ("_is_avx2_supported", "_is_avx512_supported", "_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda name=name: name in flags)
+    assert preferred_modes(torch.device("cpu")) == expected
 
 
 def test_the_choice_does_not_depend_on_a_timing_race():
