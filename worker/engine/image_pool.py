@@ -7,7 +7,6 @@ that matter. Each pool image keeps its own Adam moments so repeated visits conti
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from torch.nn import functional as F
 
 from worker.engine.outputs import primary_output
 from worker.engine.bn_stats import BNStatLoss
+from worker.engine.inversion_modes import frozen_copy
 from worker.engine.synthetic import InversionSettings, _tv
 
 
@@ -42,9 +42,7 @@ class ImagePool:
         self.settings, self.inversion = settings, inversion
         self.m = torch.zeros_like(self.images)
         self.v = torch.zeros_like(self.images)
-        self.net = copy.deepcopy(teacher).eval()  # own copy: the BN-statistics hooks must not fire on the teacher
-        for p in self.net.parameters():
-            p.requires_grad_(False)
+        self.net = frozen_copy(teacher)  # own copy: the BN-statistics hooks must not fire on the teacher
         self.stats = BNStatLoss(self.net, inversion.first_bn_weight)
         self.g = torch.Generator().manual_seed(seed + 11)
         self.order = torch.randperm(len(self.images), generator=self.g)

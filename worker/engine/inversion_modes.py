@@ -73,9 +73,9 @@ def choose_mode(model: nn.Module, input_shape: tuple[int, ...], device: torch.de
         return "contiguous"
     x = _probe_input(input_shape, device, batch)
     with torch.no_grad():
-        want = forward(_frozen_copy(model), x, "contiguous")
+        want = forward(frozen_copy(model), x, "contiguous")
     for mode in preferred_modes(device):  # ends with contiguous, which always qualifies
-        if mode == "contiguous" or _same_output(prepare(_frozen_copy(model), mode), x, mode, want):
+        if mode == "contiguous" or _same_output(prepare(frozen_copy(model), mode), x, mode, want):
             return mode
 
 
@@ -83,7 +83,7 @@ def seconds_per_input_step(model: nn.Module, input_shape: tuple[int, ...], devic
                            mode: str) -> float:
     """Wall seconds of a forward + input-gradient pass per input in this mode, with the BatchNorm term (its hooks
     cost a third more in bfloat16 than in float32), after a warm-up pass: what the time budget prices."""
-    net = prepare(_frozen_copy(model), mode)
+    net = prepare(frozen_copy(model), mode)
     x = _probe_input(input_shape, device, batch).requires_grad_(True)
     stats = BNStatLoss(net, 1.0)
     timed, start = -1, 0.0  # the first pass warms up; then steps until PROBE_SECONDS (one, on large models)
@@ -105,10 +105,12 @@ def _probe_input(input_shape: tuple[int, ...], device: torch.device, batch: int)
     return torch.randn(inputs, *input_shape[1:], device=device)
 
 
-def _frozen_copy(model: nn.Module) -> nn.Module:
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode copy without weight gradients: inversion needs only input gradients (skips the weight-gradient
+    half of backward), and hooks on the copy never fire on the caller's model."""
     net = copy.deepcopy(model).eval()
     for p in net.parameters():
-        p.requires_grad_(False)  # only input gradients are needed
+        p.requires_grad_(False)
     return net
 
 

@@ -2,7 +2,6 @@
 BatchNorm statistics (DeepInversion-style), deterministic from the seed and cached per model."""
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -16,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from worker.engine.bn_stats import BNStatLoss
-from worker.engine.inversion_modes import forward, prepare
+from worker.engine.inversion_modes import forward, frozen_copy, prepare
 from worker.progress import Progress
 
 ALGORITHM_VERSION = 3  # bump when the synthesis changes so old cache entries are not reused
@@ -183,9 +182,7 @@ def spectral_noise(n: int, c: int, h: int, w: int, decay: float, g: torch.Genera
 def invert_batchnorm(model: nn.Module, input_shape: tuple[int, ...], samples: int, steps: int, seed: int,
                      progress: Progress, settings: InversionSettings, stage: str = "synthesize",
                      inversion_mode: str = "contiguous") -> torch.Tensor:
-    net = prepare(copy.deepcopy(model).eval(), inversion_mode)
-    for p in net.parameters():
-        p.requires_grad_(False)  # only input gradients are needed: skips the weight-gradient half of backward
+    net = prepare(frozen_copy(model), inversion_mode)
     device = next(iter(net.parameters())).device
     g = torch.Generator().manual_seed(seed)
     stats = BNStatLoss(net, settings.first_bn_weight)
