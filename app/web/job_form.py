@@ -23,9 +23,10 @@ EXPLANATIONS = {
     "synthetic_samples": "Number of synthetic inputs (no real data is ever used; empty = automatic: 128 to 768, "
                          "more for models that are cheap to run).",
     "synthetic_steps": "Optimisation steps spent making the synthetic inputs.",
-    "recovery_steps": "Data-free distillation steps after pruning (empty = automatic: none, since block-wise "
-                      "reconstruction recovers more; 200 when whole kernels are removed and block reconstruction is off).",
-    "distill_lr": "Learning rate of the data-free recovery (distillation) steps.",
+    "recovery_steps": "Data-free distillation steps after pruning (empty = automatic: 200 when whole kernels are "
+                      "removed, none for pattern-only jobs, where it measured no gain).",
+    "distill_lr": "Learning rate of the distillation steps (empty = automatic: 1e-4 after block-wise "
+                  "reconstruction, 1e-3 without it).",
     "bn_recalibration": "Re-estimate BatchNorm statistics of the pruned model on synthetic inputs.",
     "admm_iterations": "Layer-wise ADMM iterations per layer (0 = projection + masked least squares only).",
     "fidelity_samples": "Held-out synthetic inputs used to measure fidelity in the report.",

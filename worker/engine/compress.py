@@ -17,7 +17,7 @@ from torch import nn
 from worker.engine.admm import SELECTIONS
 from worker.engine.block_reconstruction import BlockSettings, reconstruct_blocks
 from worker.engine.config import (CompressionConfig, ConnectivityAllocation, LinearSparsity, SyntheticMode,
-                                  effective_recovery_steps)
+                                  effective_distill_lr, effective_recovery_steps)
 from worker.engine.connectivity import check_rate
 from worker.engine.errors import EngineError, InvalidConfigError, UnsupportedModelError
 from worker.engine.fidelity import measure_fidelity
@@ -200,6 +200,38 @@ def select_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def _budget_left(config: CompressionConfig, started: float) -> float | None:
+    """A recovery stage's time budget: 80% of what the job's budget has left, a margin for what follows."""
+    if config.time_budget_s is None:
+        return None
+    return max(0.0, config.time_budget_s - (time.monotonic() - started)) * 0.8
+
+
+def _distill(student: nn.Module, teacher: nn.Module, images: torch.Tensor, masks: dict[str, torch.Tensor],
+             three: list, config: CompressionConfig, inversion: InversionSettings, inputs_mode: str, *,
+             after_blocks: bool, progress: Progress, time_budget_s: float | None) -> dict:
+    """Masked distillation as a job runs it. After the block stage it polishes on the block stage's fixed inputs
+    (re-inverting its batches there measured no better for twice the time, session 23) unless extra.fresh_inputs
+    asks otherwise; without one, each batch is re-inverted first when the inputs came from BatchNorm statistics."""
+    feature_on = config.extra.get("distill_features", DISTILL_FEATURES)
+    feature_layers = [l.bn_name or l.name for l in three] if feature_on == "output" else [l.name for l in three]
+    fresh = pool_settings(config)
+    re_invert = fresh.inversion_steps > 0 and inputs_mode == "bn-inversion" and \
+        (not after_blocks or "fresh_inputs" in config.extra)
+    pool = ImagePool(teacher, images, fresh, inversion, seed=config.seed) if re_invert else None
+    lr = effective_distill_lr(config, block_reconstruction=after_blocks)
+    try:
+        report = distill(student, teacher, images, {k: v.to(images.device) for k, v in masks.items()},
+                         effective_recovery_steps(config), progress, lr=lr, feature_layers=feature_layers,
+                         feature_weight=config.extra.get("feature_weight", 1.0), time_budget_s=time_budget_s,
+                         seed=config.seed, pool=pool, feature_on=feature_on)
+    finally:
+        if pool is not None:
+            pool.close()
+    fresh_steps = pool.steps_done if pool is not None else 0
+    return report | {"lr": lr, "inputs": len(images), "fresh_input_steps": fresh_steps}
+
+
 def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: CompressionConfig,
                     progress: Progress, *, cache_dir: Path | None = None) -> CompressionResult:
     input_shape = tuple(input_shape)
@@ -280,38 +312,18 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
     masks = {f"{name}.weight": r["result"].mask.to(torch.bool).cpu() for name, r in results.items()}
     if config.bn_recalibration and any(isinstance(m, nn.BatchNorm2d) for m in student.modules()):
         recovery["bn_recalibrated"] = recalibrate_batchnorm(student, teacher, images)
-    recovery_steps = effective_recovery_steps(config, block_reconstruction=blocks.steps > 0)
     if blocks.steps > 0:
-        budget = None
-        if config.time_budget_s is not None:  # leave room for the distillation when it follows
-            share = 0.4 if recovery_steps > 0 else 0.8
-            budget = max(0.0, config.time_budget_s - (time.monotonic() - started)) * share
         recovery["block_reconstruction"] = reconstruct_blocks(student, teacher, block_images, masks, blocks,
-                                                              progress, time_budget_s=budget, seed=config.seed)
+                                                              progress, time_budget_s=_budget_left(config, started),
+                                                              seed=config.seed)
         recovery["block_reconstruction"]["inputs"] = len(block_images)
         if extra is not None:
             recovery["block_reconstruction"]["extra_inputs"] = extra.info
-    if recovery_steps > 0:
-        budget = None
-        if config.time_budget_s is not None:
-            budget = max(0.0, config.time_budget_s - (time.monotonic() - started)) * 0.8
-        feature_on = config.extra.get("distill_features", DISTILL_FEATURES)
-        feature_layers = [l.bn_name or l.name for l in three] if feature_on == "output" else [l.name for l in three]
-        fresh = pool_settings(config)
-        pool = None
-        if fresh.inversion_steps > 0 and train.info["mode"] == "bn-inversion":  # needs BatchNorm statistics
-            pool = ImagePool(teacher, images, fresh, inversion, seed=config.seed)
-        try:
-            recovery["distillation"] = distill(student, teacher, images, {k: v.to(device) for k, v in masks.items()},
-                                               recovery_steps, progress, lr=config.distill_lr,
-                                               feature_layers=feature_layers,
-                                               feature_weight=config.extra.get("feature_weight", 1.0),
-                                               time_budget_s=budget, seed=config.seed, pool=pool,
-                                               feature_on=feature_on)
-        finally:
-            if pool is not None:
-                pool.close()
-        recovery["distillation"]["fresh_input_steps"] = pool.steps_done if pool is not None else 0
+    if effective_recovery_steps(config) > 0:
+        recovery["distillation"] = _distill(student, teacher, block_images if blocks.steps > 0 else images, masks,
+                                            three, config, inversion, train.info["mode"],
+                                            after_blocks=blocks.steps > 0, progress=progress,
+                                            time_budget_s=_budget_left(config, started))
     seconds["recover"] = time.monotonic() - t
 
     t = time.monotonic()

@@ -49,22 +49,25 @@ class CompressionConfig:
     synthetic_samples: int | None = None
     synthetic_steps: int = 100
     # Data-free recovery after pruning.
-    # Masked distillation steps after pruning (0 = off). Each step first re-inverts its batch of the synthetic
-    # pool one step (extra.fresh_inputs, image_pool.py). None = automatic: 0 while block reconstruction runs (after
-    # it, 200 steps measured -0.70 / -0.75 on ResNet-56 at 50% connectivity, -0.20 / +0.30 on ResNet-20, for ~6x the
-    # block stage's time); AUTO_RECOVERY_STEPS when whole kernels are removed and block reconstruction is off
-    # (connectivity or target_compression: +1.85 / +0.25 on ResNet-20 / -56 at 50%, session 3); 0 for pattern-only
-    # pruning (+0.15 / -0.50). docs/benchmarks/engine.md.
+    # Masked distillation steps after pruning (0 = off), on the block stage's inputs when it ran, else on the
+    # pruning inputs, each batch re-inverted one step first (extra.fresh_inputs, image_pool.py). None = automatic:
+    # AUTO_RECOVERY_STEPS when whole kernels are removed (connectivity or target_compression), else 0. After the
+    # block stage it polishes what the blocks reached: ResNet-56 at 50% connectivity 3.11 -> 3.00 mean drop over
+    # three seeds, pattern-only no gain (session 23); without a block stage +1.85 / +0.25 on ResNet-20 / -56 at 50%
+    # (session 3). docs/benchmarks/engine.md.
     recovery_steps: int | None = None
-    distill_lr: float = 1e-3
+    # Its learning rate. None = automatic: AFTER_BLOCKS_DISTILL_LR after the block stage (at 1e-3 there it cost
+    # 0.7 points on ResNet-56, session 5), DISTILL_LR when it runs instead of one.
+    distill_lr: float | None = None
     bn_recalibration: bool = True  # re-estimate BatchNorm statistics of the pruned model on synthetic inputs
     # Layer-wise ADMM iterations per layer (0 = projection + masked least squares only).
     admm_iterations: int = 30
     # Held-out synthetic inputs (a different seed) for the fidelity report.
     fidelity_samples: int = 64
     # Overall wall-clock budget for the compression stage, seconds (None = no limit). The synthetic inputs (then
-    # their steps) are cut to what half of it allows (synthesis_budget.py); block reconstruction and distillation
-    # share what is left. The service's workers cap it at 60% of their task time limit.
+    # their steps) are cut to what half of it allows (synthesis_budget.py); block reconstruction gets 80% of
+    # what is left, then distillation 80% of what remains (it shortens its schedule to fit). The service's workers
+    # cap it at 60% of their task time limit.
     time_budget_s: float | None = DEFAULT_TIME_BUDGET_S
     # N x C x H x W for models that do not declare their input shape (batch dim ignored).
     input_shape: tuple[int, ...] | None = None
@@ -77,15 +80,23 @@ class CompressionConfig:
 
 
 AUTO_RECOVERY_STEPS = 200
+DISTILL_LR = 1e-3
+AFTER_BLOCKS_DISTILL_LR = 1e-4
 
 
 def removes_kernels(config: CompressionConfig) -> bool:
     return config.connectivity > 0 or config.target_compression is not None
 
 
-def effective_recovery_steps(config: CompressionConfig, *, block_reconstruction: bool) -> int:
+def effective_recovery_steps(config: CompressionConfig) -> int:
     """The distillation steps a job runs: the configured number, or the automatic choice for None (distillation
-    only when whole kernels are removed and no block reconstruction ran: after it, distillation measured a loss)."""
+    only when whole kernels are removed: pattern-only jobs measured no gain from it)."""
     if config.recovery_steps is not None:
         return config.recovery_steps
-    return AUTO_RECOVERY_STEPS if removes_kernels(config) and not block_reconstruction else 0
+    return AUTO_RECOVERY_STEPS if removes_kernels(config) else 0
+
+
+def effective_distill_lr(config: CompressionConfig, *, block_reconstruction: bool) -> float:
+    if config.distill_lr is not None:
+        return config.distill_lr
+    return AFTER_BLOCKS_DISTILL_LR if block_reconstruction else DISTILL_LR

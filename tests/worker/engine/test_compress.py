@@ -8,7 +8,8 @@ from tests.tiny_models import INPUT_SHAPE, tiny_resnet
 from tests.worker.engine.engine_models import Depthwise, DepthwiseOnly, NoBatchNorm, NoConv3x3, seeded
 from worker.engine.compress import (HOLDOUT_CLASS_WEIGHT, HOLDOUT_STEP_FRACTION, PRIOR_FIDELITY_WARNING, compress_module,
                                     depthwise_connectivity_note)
-from worker.engine.config import AUTO_RECOVERY_STEPS, CompressionConfig, effective_recovery_steps
+from worker.engine.config import (AFTER_BLOCKS_DISTILL_LR, AUTO_RECOVERY_STEPS, DISTILL_LR, CompressionConfig,
+                                  effective_distill_lr, effective_recovery_steps)
 from worker.engine.errors import InvalidConfigError, UnsupportedModelError
 from worker.engine.patterns import pattern_masks
 from worker.progress import JobCancelled, RecordingProgress
@@ -196,28 +197,36 @@ def test_cancellation_stops_the_work(tmp_path):
         compress_module(tiny_resnet(), INPUT_SHAPE, cfg, _CancelAfter(1), cache_dir=tmp_path)
 
 
-@pytest.mark.parametrize("overrides, blocks, steps", [
-    ({"connectivity": 0.0}, False, 0),  # pattern-only: distillation measured no gain, so none by default
-    ({"connectivity": 0.5}, False, AUTO_RECOVERY_STEPS),
-    ({"target_compression": 4.5}, False, AUTO_RECOVERY_STEPS),
-    ({"connectivity": 0.5}, True, 0),  # after block reconstruction distillation measured a loss
-    ({"target_compression": 4.5}, True, 0),
-    ({"connectivity": 0.0, "recovery_steps": 7}, True, 7),  # an explicit number always wins
-    ({"connectivity": 0.5, "recovery_steps": 0}, False, 0),
+@pytest.mark.parametrize("overrides, steps", [
+    ({"connectivity": 0.0}, 0),  # pattern-only: distillation measured no gain, so none by default
+    ({"connectivity": 0.5}, AUTO_RECOVERY_STEPS),
+    ({"target_compression": 4.5}, AUTO_RECOVERY_STEPS),
+    ({"connectivity": 0.0, "recovery_steps": 7}, 7),  # an explicit number always wins
+    ({"connectivity": 0.5, "recovery_steps": 0}, 0),
 ])
-def test_automatic_recovery_steps(overrides, blocks, steps):
-    assert effective_recovery_steps(CompressionConfig(**overrides), block_reconstruction=blocks) == steps
+def test_automatic_recovery_steps(overrides, steps):
+    assert effective_recovery_steps(CompressionConfig(**overrides)) == steps
 
 
-def test_automatic_recovery_runs_only_when_kernels_are_removed_without_blocks(tmp_path, monkeypatch):
+@pytest.mark.parametrize("distill_lr, blocks, lr", [(None, True, AFTER_BLOCKS_DISTILL_LR), (None, False, DISTILL_LR),
+                                                    (0.02, True, 0.02), (0.02, False, 0.02)])
+def test_automatic_distillation_rate(distill_lr, blocks, lr):
+    assert effective_distill_lr(CompressionConfig(distill_lr=distill_lr), block_reconstruction=blocks) == lr
+
+
+def test_automatic_recovery_runs_only_when_kernels_are_removed(tmp_path, monkeypatch):
     monkeypatch.setattr("worker.engine.config.AUTO_RECOVERY_STEPS", 3)  # the real 200 is for real models
     auto = {**FAST, "recovery_steps": None}
     no_blocks = {"inversion": {"batch": 8}, "block_reconstruction": 0}
     pattern_only, _ = _run(tmp_path, **{**auto, "connectivity": 0.0, "extra": no_blocks})
     assert "distillation" not in pattern_only.report["recovery"]
     with_connectivity, _ = _run(tmp_path, **{**auto, "connectivity": 0.5, "extra": no_blocks})
-    assert with_connectivity.report["recovery"]["distillation"]["steps"] == 3
+    alone = with_connectivity.report["recovery"]["distillation"]
+    assert (alone["steps"], alone["lr"], alone["inputs"], alone["fresh_input_steps"]) == (3, DISTILL_LR, 16, 3)
     with_blocks, _ = _run(tmp_path, **{**auto, "connectivity": 0.5,
                                        "extra": {**no_blocks, "block_reconstruction": 2}})
-    assert with_blocks.report["recovery"]["block_reconstruction"]["blocks"] > 0
-    assert "distillation" not in with_blocks.report["recovery"]
+    blocks = with_blocks.report["recovery"]["block_reconstruction"]
+    assert blocks["blocks"] > 0
+    after = with_blocks.report["recovery"]["distillation"]  # polishes on the block stage's fixed inputs
+    assert (after["steps"], after["lr"], after["inputs"], after["fresh_input_steps"]) == \
+        (3, AFTER_BLOCKS_DISTILL_LR, blocks["inputs"], 0)

@@ -64,6 +64,23 @@ def test_zero_steps_or_zero_budget_does_nothing():
     assert distill(student, teacher, X, {}, 5, NullProgress(), time_budget_s=0.0)["steps"] == 0
 
 
+def test_a_time_budget_shortens_the_schedule_so_it_still_anneals(monkeypatch):
+    teacher = tiny_resnet()
+    student = copy.deepcopy(teacher)
+    clock, rates = [0.0], []
+
+    def step(opt, *args, **kwargs):  # each optimizer step takes one second of a fake clock
+        rates.append(opt.param_groups[0]["lr"])
+        clock[0] += 1.0
+
+    monkeypatch.setattr("worker.engine.recovery.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("torch.optim.Adam.step", step)
+    # the first steps take a second each: a 12-second budget buys 12 of the 100 asked, so the cosine ends there
+    info = distill(student, teacher, X, {}, 100, NullProgress(), lr=1.0, batch=4, time_budget_s=12.0)
+    assert info["steps"] == 12
+    assert rates[0] == 1.0 and rates[-1] < 0.02
+
+
 def test_distillation_on_layer_inputs_pulls_those_inputs_towards_the_teacher():
     teacher, student, mask = half_masked_student(seed=2)
 
