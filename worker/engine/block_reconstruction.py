@@ -11,7 +11,6 @@ stay as they are (eval mode). A block whose error did not go down keeps its weig
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -19,6 +18,7 @@ import torch
 from torch import fx, nn
 
 from worker.engine.block_views import crop_views, cutmix_views
+from worker.engine.schedule import CosineSchedule
 from worker.progress import Progress
 
 
@@ -275,16 +275,16 @@ def _tune(sub: fx.GraphModule, block: Block, s_mods: dict, masks: dict, x: torch
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=settings.lr)
     scale = target.pow(2).mean().clamp_min(1e-12)
-    done = 0
+    schedule, done = CosineSchedule(settings.lr, steps, deadline), 0
     try:
         for step in range(steps):
-            if deadline is not None and step and time.monotonic() > deadline:
+            if not schedule.runs(step):
                 break
             done += 1
             idx = torch.randint(0, len(x), (batch,), generator=g).to(x.device)
             loss = (sub(x[idx]) - target[idx]).pow(2).mean() / scale
             for group in opt.param_groups:
-                group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+                group["lr"] = schedule.lr(step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

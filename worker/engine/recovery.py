@@ -1,7 +1,6 @@
 """Data-free recovery after pruning: BatchNorm re-calibration and masked distillation, both on synthetic inputs."""
 from __future__ import annotations
 
-import math
 import time
 
 import torch
@@ -9,9 +8,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from worker.engine.outputs import primary_output
+from worker.engine.schedule import CosineSchedule
 from worker.progress import Progress
-
-PACE_AFTER_STEPS = 3  # steps timed before a time budget sets the schedule's length
 
 
 def _bn_batch_stats(model: nn.Module, images: torch.Tensor, batch: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -109,19 +107,13 @@ def distill(student: nn.Module, teacher: nn.Module, images: torch.Tensor, masks:
             continue
         handles.append(s_mods[name].register_forward_hook(lambda m, i, o, n=name: feats_s.__setitem__(n, o)))
         handles.append(t_mods[name].register_forward_hook(lambda m, i, o, n=name: feats_t.__setitem__(n, o)))
-    start, done, last = time.monotonic(), 0, 0.0
-    total = steps  # the cosine schedule's length: what the budget buys, once a few steps are timed
+    schedule = CosineSchedule(lr, steps, None if time_budget_s is None else time.monotonic() + time_budget_s)
+    done, last = 0, 0.0
     student.eval()
     try:
         for step in range(steps):
-            if step >= total:
+            if not schedule.runs(step):
                 break
-            if time_budget_s is not None:
-                elapsed = time.monotonic() - start
-                if elapsed > time_budget_s:
-                    break
-                if step == PACE_AFTER_STEPS:  # anneal within the budget instead of stopping mid-schedule
-                    total = min(steps, max(step + 1, int(time_budget_s * step / max(elapsed, 1e-9))))
             if pool is not None:
                 xb = _augment(pool.next_batch(student, batch), g)
             else:
@@ -137,7 +129,7 @@ def distill(student: nn.Module, teacher: nn.Module, images: torch.Tensor, masks:
                 ft = feats_t[name]
                 loss = loss + feature_weight / len(feats_s) * (feats_s[name] - ft).pow(2).mean() / ft.pow(2).mean().clamp_min(1e-12)
             for group in opt.param_groups:
-                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
+                group["lr"] = schedule.lr(step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -147,7 +139,7 @@ def distill(student: nn.Module, teacher: nn.Module, images: torch.Tensor, masks:
             done, last = step + 1, float(loss.detach())
             if step % 5 == 0:
                 progress.check_cancelled()
-                progress.update("recover", step, total, f"distillation loss {last:.4f}")
+                progress.update("recover", step, schedule.total, f"distillation loss {last:.4f}")
     finally:
         for h in handles:
             h.remove()

@@ -73,7 +73,7 @@ def test_a_time_budget_shortens_the_schedule_so_it_still_anneals(monkeypatch):
         rates.append(opt.param_groups[0]["lr"])
         clock[0] += 1.0
 
-    monkeypatch.setattr("worker.engine.recovery.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("worker.engine.schedule.time.monotonic", lambda: clock[0])
     monkeypatch.setattr("torch.optim.Adam.step", step)
     # the first steps take a second each: a 12-second budget buys 12 of the 100 asked, so the cosine ends there
     info = distill(student, teacher, X, {}, 100, NullProgress(), lr=1.0, batch=4, time_budget_s=12.0)
