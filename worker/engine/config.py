@@ -52,9 +52,9 @@ class CompressionConfig:
     # Masked distillation steps after pruning (0 = off), on the block stage's inputs when it ran, else on the
     # pruning inputs, each batch re-inverted one step first (extra.fresh_inputs, image_pool.py). None = automatic:
     # AUTO_RECOVERY_STEPS when whole kernels are removed (connectivity or target_compression), else 0. After the
-    # block stage it polishes what the blocks reached: ResNet-56 at 50% connectivity 3.11 -> 3.00 mean drop over
-    # three seeds, pattern-only no gain (session 23); without a block stage +1.85 / +0.25 on ResNet-20 / -56 at 50%
-    # (session 3). docs/benchmarks/engine.md.
+    # block stage it polishes what the blocks reached: ResNet-56 at 50% connectivity mean drop 3.11 -> 3.00 over
+    # three seeds (session 23), 3.38 -> 3.28 over two budget-bound jobs (session 24); pattern-only no gain. Without
+    # a block stage +1.85 / +0.25 on ResNet-20 / -56 at 50% (session 3). docs/benchmarks/engine.md.
     recovery_steps: int | None = None
     # Its learning rate. None = automatic: AFTER_BLOCKS_DISTILL_LR after the block stage (at 1e-3 there it cost
     # 0.7 points on ResNet-56, session 5), DISTILL_LR when it runs instead of one.
