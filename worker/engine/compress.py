@@ -30,7 +30,7 @@ from worker.engine.sample_budget import automatic_samples, block_stage_samples, 
 from worker.engine.recovery import distill, recalibrate_batchnorm
 from worker.engine.layer_report import build_report
 from worker.engine.sequential import PrunePlan, prune_sequentially, prunes
-from worker.engine.synthesis_budget import cached_parts, fit_to_budget
+from worker.engine.synthesis_budget import cached_parts, fit_to_budget, replan_blocks
 from worker.engine.synthetic import InversionSettings, synthesize_inputs
 from worker.progress import Progress
 
@@ -278,16 +278,21 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
     budget_plan = None
     if config.time_budget_s is not None and config.synthetic != "gaussian":
         progress.update("synthesize", 0, 1, "timing one inversion step for the time budget")
-        budget_plan = fit_to_budget(teacher, input_shape, device, config.time_budget_s - (time.monotonic() - started),
-                                    parts, cached, inversion_mode)
+        synthesis_window = config.time_budget_s - (time.monotonic() - started)
+        budget_plan = fit_to_budget(teacher, input_shape, device, synthesis_window, parts, cached, inversion_mode)
         train_args.update(samples=budget_plan.samples, steps=budget_plan.steps)
         holdout_args.update(samples=budget_plan.holdout_samples, steps=budget_plan.holdout_steps)
-        block_args.update(samples=budget_plan.block_samples, steps=min(budget_plan.block_steps, budget_plan.steps))
         config = replace(config, synthetic_samples=budget_plan.samples, synthetic_steps=budget_plan.steps,
                          fidelity_samples=budget_plan.holdout_samples)
     synthesis = dict(progress=progress, cache_dir=cache_dir, inversion_mode=inversion_mode)
+    made = time.monotonic()
     train = synthesize_inputs(teacher, input_shape, config.synthetic, **synthesis, **train_args)
     holdout = synthesize_inputs(teacher, input_shape, config.synthetic, **synthesis, **holdout_args)
+    if budget_plan is not None:  # price the extra inputs at the rate these really ran, not the probe's
+        input_steps = sum(args["samples"] * args["steps"] for part, args in (("train", train_args),
+                          ("holdout", holdout_args)) if part not in cached)
+        budget_plan = replan_blocks(budget_plan, synthesis_window, time.monotonic() - made, input_steps, cached)
+        block_args.update(samples=budget_plan.block_samples, steps=min(budget_plan.block_steps, budget_plan.steps))
     extra = synthesize_inputs(teacher, input_shape, config.synthetic, **synthesis, **block_args) \
         if block_args["samples"] else None
     images, held = train.images.to(device), holdout.images.to(device)

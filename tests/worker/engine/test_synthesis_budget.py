@@ -4,7 +4,7 @@ import torch
 from tests.tiny_models import INPUT_SHAPE, tiny_resnet
 from worker.engine.compress import compress_module
 from worker.engine.config import CompressionConfig
-from worker.engine.synthesis_budget import MIN_SAMPLES, MIN_STEPS, SYNTHESIS_SHARE, plan_synthesis
+from worker.engine.synthesis_budget import MIN_SAMPLES, MIN_STEPS, SYNTHESIS_SHARE, plan_synthesis, replan_blocks
 from worker.progress import RecordingProgress
 
 ASKED = dict(samples=128, steps=100, holdout_samples=64, holdout_steps=50)  # 16,000 input-steps
@@ -66,6 +66,24 @@ def test_the_block_stages_extra_inputs_go_first_and_whole():
     assert cached.block_samples == 128  # already made: free, never cut
 
 
+def test_the_extra_inputs_are_re_planned_at_the_rate_really_measured():
+    budget = (16_000 + 6_400) * 0.01 / SYNTHESIS_SHARE  # at the probe's 0.01 s the extras get 50 of 100 steps
+    plan = _plan(budget, block_samples=128, block_steps=100)
+    assert (plan.block_samples, plan.block_steps) == (128, 50)
+    faster = replan_blocks(plan, budget, 16_000 * 0.008, 16_000, frozenset())  # the real steps ran 20% faster
+    assert (faster.block_samples, faster.block_steps) == (128, 93)  # (224 - 128) s left / (128 x 0.008 s)
+    assert faster.seconds_per_input_step == pytest.approx(0.008) and faster.expected_s <= budget * SYNTHESIS_SHARE
+    assert "to 128 x 93 steps" in faster.report()["warning"]
+    slower = replan_blocks(plan, budget, 16_000 * 0.012, 16_000, frozenset())  # 20% slower: 32 s left
+    assert (slower.block_samples, slower.block_steps) == (104, 25)  # a quarter of the steps, then fewer inputs
+    roomy = replan_blocks(plan, budget, 16_000 * 0.004, 16_000, frozenset())  # every asked step fits
+    assert (roomy.block_samples, roomy.block_steps) == (128, 100) and roomy.reduced_from is None
+    hopeless = replan_blocks(plan, budget, 16_000 * 0.02, 16_000, frozenset())  # no time left at all
+    assert hopeless.block_samples == 0 and (hopeless.samples, hopeless.steps) == (128, 100)
+    assert replan_blocks(plan, budget, 10.0, 0, frozenset()) == plan  # everything came from the cache
+    assert replan_blocks(plan, budget, 300.0, 16_000, frozenset({"blocks"})) == plan  # extras already made
+
+
 def test_a_tight_budget_cuts_the_synthesis_and_says_so(tmp_path):
     cfg = CompressionConfig(synthetic_samples=64, synthetic_steps=40, fidelity_samples=48, admm_iterations=2,
                             time_budget_s=1e-3, extra={"inversion": {"batch": 16}, "block_reconstruction": 0})
@@ -77,6 +95,27 @@ def test_a_tight_budget_cuts_the_synthesis_and_says_so(tmp_path):
     assert result.report["synthetic"]["samples"] == MIN_SAMPLES and result.report["synthetic"]["steps"] == MIN_STEPS
     assert result.fidelity["samples"] == MIN_SAMPLES
     assert "time budget" in budget["warning"]
+
+
+def test_a_job_prices_its_extra_inputs_at_the_rate_its_other_inputs_ran(tmp_path, monkeypatch):
+    from worker.engine import compress
+
+    calls = []
+
+    def spy(plan, budget_s, spent_s, input_steps, cached):
+        calls.append((plan, spent_s, input_steps))
+        return replan_blocks(plan, budget_s, spent_s, input_steps, cached)
+    monkeypatch.setattr(compress, "replan_blocks", spy)
+    cfg = CompressionConfig(synthetic_samples=16, synthetic_steps=6, fidelity_samples=8, admm_iterations=2,
+                            time_budget_s=600.0, connectivity=0.5,
+                            extra={"inversion": {"batch": 8}, "block_reconstruction": {"steps": 2, "inputs": 32}})
+    result = compress_module(tiny_resnet(), INPUT_SHAPE, cfg, RecordingProgress(), cache_dir=tmp_path)
+    (plan, spent_s, input_steps), = calls
+    assert input_steps == 16 * 6 + 8 * 3 and spent_s > 0  # the pruning and held-out inputs (half the steps)
+    budget = result.report["synthesis_budget"]
+    assert budget["seconds_per_input_step"] == pytest.approx(spent_s / input_steps, abs=1e-6)  # rounded there
+    extra = result.report["recovery"]["block_reconstruction"]["extra_inputs"]
+    assert (extra["samples"], extra["steps"]) == (16, 6)  # a roomy budget: every asked extra input and step
 
 
 def test_without_a_budget_nothing_is_timed_or_cut(tmp_path, monkeypatch):
