@@ -285,13 +285,14 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
         config = replace(config, synthetic_samples=budget_plan.samples, synthetic_steps=budget_plan.steps,
                          fidelity_samples=budget_plan.holdout_samples)
     synthesis = dict(progress=progress, cache_dir=cache_dir, inversion_mode=inversion_mode)
-    made = time.monotonic()
+    inverting = time.monotonic()
     train = synthesize_inputs(teacher, input_shape, config.synthetic, **synthesis, **train_args)
     holdout = synthesize_inputs(teacher, input_shape, config.synthetic, **synthesis, **holdout_args)
     if budget_plan is not None:  # price the extra inputs at the rate these really ran, not the probe's
         input_steps = sum(args["samples"] * args["steps"] for part, args in (("train", train_args),
                           ("holdout", holdout_args)) if part not in cached)
-        budget_plan = replan_blocks(budget_plan, synthesis_window, time.monotonic() - made, input_steps, cached)
+        budget_plan = replan_blocks(budget_plan, synthesis_window, time.monotonic() - inverting, input_steps,
+                                    cached)
         block_args.update(samples=budget_plan.block_samples, steps=min(budget_plan.block_steps, budget_plan.steps))
     extra = synthesize_inputs(teacher, input_shape, config.synthetic, **synthesis, **block_args) \
         if block_args["samples"] else None

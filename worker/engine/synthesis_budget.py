@@ -7,7 +7,7 @@ hour. So when a budget is given, an inversion step is timed on a few inputs firs
 counts, then the steps, are cut until the synthesis is expected to take at most SYNTHESIS_SHARE of the budget; the
 rest is left to the stages that follow (their cost grows with the input count too). The report says what was cut
 and why. Extra inputs for the block stage (block_reconstruction.py) are the first thing cut: the pruning inputs
-matter more.
+matter more; they are made last, re-planned at the rate the other inputs really ran (`replan_blocks`).
 """
 from __future__ import annotations
 
