@@ -208,7 +208,7 @@ def _budget_left(config: CompressionConfig, started: float) -> float | None:
 
 
 def _distill(student: nn.Module, teacher: nn.Module, images: torch.Tensor, masks: dict[str, torch.Tensor],
-             three: list, config: CompressionConfig, inversion: InversionSettings, inputs_mode: str, *,
+             steps: int, three: list, config: CompressionConfig, inversion: InversionSettings, inputs_mode: str, *,
              after_blocks: bool, progress: Progress, time_budget_s: float | None) -> dict:
     """Masked distillation as a job runs it. After the block stage it polishes on the block stage's fixed inputs
     (re-inverting its batches there measured no better for twice the time, session 23) unless extra.fresh_inputs
@@ -222,7 +222,7 @@ def _distill(student: nn.Module, teacher: nn.Module, images: torch.Tensor, masks
     lr = effective_distill_lr(config, block_reconstruction=after_blocks)
     try:
         report = distill(student, teacher, images, {k: v.to(images.device) for k, v in masks.items()},
-                         effective_recovery_steps(config), progress, lr=lr, feature_layers=feature_layers,
+                         steps, progress, lr=lr, feature_layers=feature_layers,
                          feature_weight=config.extra.get("feature_weight", 1.0), time_budget_s=time_budget_s,
                          seed=config.seed, pool=pool, feature_on=feature_on)
     finally:
@@ -325,9 +325,10 @@ def compress_module(module: nn.Module, input_shape: tuple[int, ...], config: Com
         recovery["block_reconstruction"]["inputs"] = len(block_images)
         if extra is not None:
             recovery["block_reconstruction"]["extra_inputs"] = extra.info
-    if effective_recovery_steps(config) > 0:
+    recovery_steps = effective_recovery_steps(config)
+    if recovery_steps > 0:
         recovery["distillation"] = _distill(student, teacher, block_images if blocks.steps > 0 else images, masks,
-                                            three, config, inversion, train.info["mode"],
+                                            recovery_steps, three, config, inversion, train.info["mode"],
                                             after_blocks=blocks.steps > 0, progress=progress,
                                             time_budget_s=_budget_left(config, started))
     seconds["recover"] = time.monotonic() - t
