@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from worker.engine.bn_stats import BNStatLoss
 from worker.engine.inversion_modes import forward, frozen_copy, prepare
+from worker.engine.schedule import CosineSchedule
 from worker.progress import Progress
 
 ALGORITHM_VERSION = 3  # bump when the synthesis changes so old cache entries are not reused
@@ -205,12 +206,13 @@ def _invert_batch(net, stats, input_shape, n, steps, g, settings, device, progre
     x = spectral_noise(n, c, (h // 2 if low else h), (w // 2 if low else w), settings.noise_decay, g).to(device)
     x.requires_grad_(True)
     opt = torch.optim.Adam([x], lr=settings.lr, betas=(0.5, 0.9))
+    schedule = CosineSchedule(settings.lr, steps, None)
     labels = None
     for step in range(steps):
         if step == low and low:
             x = F.interpolate(x.detach(), size=(h, w), mode="bilinear", align_corners=False).requires_grad_(True)
             opt = torch.optim.Adam([x], lr=settings.lr, betas=(0.5, 0.9))
-        lr = settings.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        lr = schedule.lr(step)
         for group in opt.param_groups:
             group["lr"] = lr
         dx, dy = (int(v) for v in torch.randint(-settings.jitter, settings.jitter + 1, (2,), generator=g))
