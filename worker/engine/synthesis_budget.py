@@ -122,6 +122,7 @@ def replan_blocks(plan: SynthesisPlan, budget_s: float, spent_s: float, input_st
     if not asked.get("block_samples") or "blocks" in cached or input_steps_done <= 0:
         return plan
     rate = spent_s / input_steps_done
+    # a budget whose share is what the synthesis share has left after spent_s
     refit = plan_synthesis(budget_s - spent_s / SYNTHESIS_SHARE, rate, plan.samples, plan.steps,
                            plan.holdout_samples, plan.holdout_steps, block_samples=asked["block_samples"],
                            block_steps=asked["block_steps"], cached=frozenset({"train", "holdout"}))
