@@ -22,6 +22,7 @@ _BOUNDS: dict[str, dict[str, Any]] = {
     "synthetic_samples": dict(ge=1, le=65536),
     "synthetic_steps": dict(ge=0, le=1_000_000),
     "recovery_steps": dict(ge=0, le=1_000_000),
+    "distill_lr": dict(gt=0.0, le=1.0),
     "time_budget_s": dict(gt=0),
     "seed": dict(ge=0, le=2**63 - 1),
     "bench_runs": dict(ge=1, le=1000),

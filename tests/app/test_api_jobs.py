@@ -49,6 +49,8 @@ def test_cuda_jobs_go_to_gpu_queue(client, auth, model_id):
     ({"entries": 0}, "entries"),
     ({"connectivity": 1.0}, "connectivity"),
     ({"connectivity": [0.5]}, "connectivity"),
+    ({"distill_lr": -0.001}, "distill_lr"),
+    ({"distill_lr": 0}, "distill_lr"),
     ({"synthetic": "real-data"}, "synthetic"),
     ({"device": "tpu"}, "device"),
     ({"input_shape": "1x3x32x32"}, "input_shape"),

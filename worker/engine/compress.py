@@ -102,6 +102,9 @@ def validate_config(config: CompressionConfig, input_shape: tuple[int, ...]) -> 
             continue  # automatic
         if not isinstance(value, int) or not 0 <= value <= 1_000_000:
             raise InvalidConfigError(f"{name} must be an integer in [0, 1000000], got {value!r}")
+    if config.distill_lr is not None and not (isinstance(config.distill_lr, (int, float))
+                                              and math.isfinite(config.distill_lr) and 0 < config.distill_lr <= 1):
+        raise InvalidConfigError(f"distill_lr must be a learning rate in (0, 1], got {config.distill_lr!r}")
     for name, choices in (("connectivity_allocation", ConnectivityAllocation), ("synthetic", SyntheticMode),
                           ("linear_sparsity", LinearSparsity)):
         if getattr(config, name) not in get_args(choices):

@@ -116,6 +116,8 @@ def test_no_batchnorm_falls_back_to_prior_inversion(tmp_path):
     ({"synthetic_samples": 0}, "synthetic_samples"), ({"synthetic_samples": 10**9}, "synthetic_samples"),
     ({"linear_sparsity": "1:8"}, "linear_sparsity"), ({"device": "tpu"}, "device"),
     ({"connectivity_allocation": "random"}, "connectivity_allocation must be one of flops, weights, uniform"),
+    ({"distill_lr": 0.0}, "distill_lr"), ({"distill_lr": -1e-3}, "distill_lr"), ({"distill_lr": 5.0}, "distill_lr"),
+    ({"distill_lr": float("nan")}, "distill_lr"), ({"distill_lr": "1e-3"}, "distill_lr"),
 ])
 def test_bad_options_are_named(tmp_path, overrides, match):
     with pytest.raises(InvalidConfigError, match=match):
