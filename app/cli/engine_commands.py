@@ -35,8 +35,8 @@ from worker.engine.sample_budget import MAX_SAMPLES, MIN_SAMPLES
 @click.option("--steps", type=int, default=CompressionConfig.synthetic_steps, show_default=True,
               help="Optimisation steps for synthetic inputs.")
 @click.option("--recovery-steps", type=int, default=None,
-              help="Data-free recovery (distillation) steps after pruning.  [default: 0; 200 when whole kernels "
-                   "are removed and block reconstruction is off (--set 'extra={\"block_reconstruction\": 0}')]")
+              help="Data-free recovery (distillation) steps after pruning.  [default: 200 when whole kernels are "
+                   "removed (--connectivity or --target-compression), else 0]")
 @click.option("--time-budget", type=float, default=CompressionConfig.time_budget_s, show_default=True,
               help="Wall-clock budget for the compression stage, seconds: fewer synthetic inputs (then steps) when "
                    "their synthesis would take over half of it; recovery shares the rest. "
