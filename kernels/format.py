@@ -157,8 +157,15 @@ class CompactConv:
             bad("bias length differs from out_channels")
 
 
+# Above this many distinct kernel patterns a layer is not pattern-sparse (random unstructured zeros give hundreds).
+# 64 admits every library zerodata makes with 4 entries, up to all 56 patterns that keep the centre: the generated
+# code does not depend on the library, only the speed does (fewer (channel, tap) loads shared within a filter
+# block: ResNet-56 with all 56 patterns ran ~1.23x slower than with 8, docs/benchmarks/kernels.md, session 25).
+MAX_PATTERNS = 64
+
+
 def compact_conv(weight: torch.Tensor, bias: torch.Tensor | None, *, name: str,
-                 max_patterns: int = 32, max_entries: int = 9) -> CompactConv:
+                 max_patterns: int = MAX_PATTERNS, max_entries: int = 9) -> CompactConv:
     """Compact a K x C x k x k weight (k in KERNEL_SIZES, BN already folded) whose kernels use at most
     `max_patterns` patterns.
 

@@ -46,8 +46,8 @@ class MixedNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.pattern = nn.Conv2d(3 * 4, 8, 3, padding=1)
-        self.unstructured = nn.Conv2d(8, 8, 3, padding=1)
-        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+        self.unstructured = nn.Conv2d(8, 16, 3, padding=1)  # 128 kernels: ~110 distinct patterns, > MAX_PATTERNS
+        self.grouped = nn.Conv2d(16, 8, 3, padding=1, groups=2)
 
     def forward(self, x):
         x = torch.cat([x] * 4, 1)
@@ -58,9 +58,9 @@ def mixed_net(seed: int = 2) -> nn.Module:
     torch.manual_seed(seed)
     model = MixedNet().eval()
     apply_pattern_masks(model, 0.0, seed=seed)
-    with torch.no_grad():  # half the weights zeroed at random: dozens of distinct patterns
+    with torch.no_grad():  # half the weights zeroed at random: ~110 distinct patterns
         w = model.unstructured.weight
-        w.mul_((torch.rand_like(w) > 0.5).float())
+        w.copy_(torch.randn_like(w) * 0.1 * (torch.rand_like(w) > 0.5).float())
     return model
 
 

@@ -1,4 +1,6 @@
 """Compact pattern format: round trip, reorder, byte counts, and every malformed input it must refuse."""
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -82,6 +84,18 @@ def test_too_many_patterns():
     with pytest.raises(NotPatternSparse, match=r"'dense'.*distinct non-zero patterns > 8"):
         compact_conv(w, None, name="dense", max_patterns=8)
     assert issubclass(NotPatternSparse, KernelError)
+
+
+def test_every_four_entry_pattern_is_still_pattern_sparse():
+    """zerodata's largest 4-entry library (all 56 patterns keeping the centre) compiles; random zeros do not."""
+    every = [(4, *others) for others in itertools.combinations([0, 1, 2, 3, 5, 6, 7, 8], 3)]
+    w = pattern_pruned(32, 32, every)
+    conv = compact_conv(w, None, name="all56")
+    assert len(conv.patterns) == 56
+    assert torch.equal(conv.to_dense(), w)
+    unstructured = torch.randn(32, 32, 3, 3) * (torch.rand(32, 32, 3, 3) > 0.5)
+    with pytest.raises(NotPatternSparse, match=r"distinct non-zero patterns > 64"):
+        compact_conv(unstructured, None, name="random")
 
 
 @pytest.mark.parametrize("weight, why", [
