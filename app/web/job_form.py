@@ -10,7 +10,8 @@ from app.schemas import JobConfig
 
 EXPLANATIONS = {
     "entries": "Weights kept in each 3x3 kernel (centre included); fewer = sparser and faster, less faithful.",
-    "library_size": "How many distinct kernel patterns the layer may choose from; the compiler specialises each.",
+    "library_size": ("How many distinct kernel patterns the layers may choose from (up to 56 with 4 entries): "
+                     "more keep more accuracy, fewer run faster (filters with the same taps share loads)."),
     "connectivity": "Fraction of the 3x3 convolutions removed as whole kernels (0 keeps every kernel).",
     "connectivity_allocation": "What connectivity is a fraction of: the 3x3 FLOPs (the kernels cheapest per FLOP "
                                "go), all 3x3 kernels (the cheapest go), or every layer's kernels (uniform).",
