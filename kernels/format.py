@@ -160,7 +160,7 @@ class CompactConv:
 # Above this many distinct kernel patterns a layer is not pattern-sparse (random unstructured zeros give hundreds).
 # 64 admits every library zerodata makes with 4 entries, up to all 56 patterns that keep the centre: the generated
 # code does not depend on the library, only the speed does (fewer (channel, tap) loads shared within a filter
-# block: ResNet-56 with all 56 patterns ran ~1.23x slower than with 8, docs/benchmarks/kernels.md, session 25).
+# block: ResNet-56 with all 56 patterns ran ~1.2x slower than with 8, docs/benchmarks/kernels.md, session 25).
 MAX_PATTERNS = 64
 
 
