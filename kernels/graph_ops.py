@@ -71,8 +71,8 @@ class DenseLayer(nn.Module):
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         y = torch.nn.functional.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
         if residual is not None:
-            y = y + residual
-        return torch.relu(y) if self.relu else y
+            y.add_(residual)  # y is conv2d's fresh output: in place saves a pass and an allocation
+        return torch.relu_(y) if self.relu else y
 
 
 class BatchDispatch(nn.Module):

@@ -98,3 +98,34 @@ def two_conv_block(seed: int = 3) -> nn.Module:
     model = TwoConvBlock().eval()
     apply_pattern_masks(model, 0.5, seed=seed)
     return model
+
+
+class Bottleneck(nn.Module):
+    """Two ResNet-50-style blocks (1x1, 3x3, 1x1, then the shortcut add + ReLU): the first with a 1x1 projection
+    shortcut, the second with the identity; plus two 3x3 branches summed, which only one may fuse."""
+
+    def __init__(self):
+        super().__init__()
+        def block(cin, mid, cout):
+            return nn.Sequential(nn.Conv2d(cin, mid, 1), nn.BatchNorm2d(mid), nn.ReLU(),
+                                 nn.Conv2d(mid, mid, 3, padding=1), nn.BatchNorm2d(mid), nn.ReLU(),
+                                 nn.Conv2d(mid, cout, 1), nn.BatchNorm2d(cout))
+        self.block1, self.block2 = block(3, 4, 16), block(16, 4, 16)
+        self.project = nn.Sequential(nn.Conv2d(3, 16, 1), nn.BatchNorm2d(16))
+        self.left, self.right = nn.Conv2d(16, 8, 3, padding=1), nn.Conv2d(16, 8, 3, padding=1)
+
+    def forward(self, x):
+        x = torch.relu(self.block1(x) + self.project(x))
+        x = torch.relu(self.block2(x) + x)
+        return torch.relu(self.left(x) + self.right(x))
+
+
+def bottleneck(seed: int = 4) -> nn.Module:
+    torch.manual_seed(seed)
+    model = Bottleneck()
+    model.train()
+    with torch.no_grad():  # non-trivial BatchNorm statistics to fold
+        for _ in range(3):
+            model(torch.randn(16, *INPUT_SHAPE[1:]))
+    apply_pattern_masks(model.eval(), 0.5, seed=seed)
+    return model

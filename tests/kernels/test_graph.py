@@ -6,8 +6,8 @@ from torch import nn
 import kernels
 from kernels.fold import BN_TARGETS
 from kernels.graph import find_conv_sites, prepare_graph
-from tests.kernels.compiled_models import assert_close, example, mixed_net, pattern_tiny_resnet, session_cache, \
-    small_vgg
+from tests.kernels.compiled_models import assert_close, bottleneck, example, mixed_net, pattern_tiny_resnet, \
+    session_cache, small_vgg
 from tests.tiny_models import tiny_resnet
 
 
@@ -67,6 +67,15 @@ def test_relu_and_residual_epilogues_are_found():
     assert int((shortcut.compiled_weight != 0).sum()) == int((shortcut.weight != 0).sum())
 
 
+def test_a_bottleneck_fuses_its_shortcut_add_into_the_last_1x1_and_a_sum_of_two_convs_once():
+    _, sites = _sites(bottleneck())
+    for last in ("block1.6", "block2.6"):  # the 1x1 before the shortcut add takes the add and the ReLU
+        assert sites[last].pointwise and sites[last].residual is not None and sites[last].relu
+    assert sites["project.0"].residual is None and not sites["project.0"].relu
+    assert sites["block1.0"].relu and sites["block1.0"].residual is None
+    assert sum(sites[name].residual is not None for name in ("left", "right")) == 1  # one add, one owner
+
+
 class SumReused(nn.Module):
     def __init__(self):
         super().__init__()
@@ -109,7 +118,8 @@ def cache(tmp_path_factory):
     return session_cache(tmp_path_factory)
 
 
-@pytest.mark.parametrize("factory", [pattern_tiny_resnet, small_vgg], ids=["tiny_resnet", "small_vgg"])
+@pytest.mark.parametrize("factory", [pattern_tiny_resnet, small_vgg, bottleneck],
+                         ids=["tiny_resnet", "small_vgg", "bottleneck"])
 def test_whole_model_compiled_equals_dense(factory, tmp_path, cache):
     model = factory()
     manifest = kernels.compile_model(model, example(), tmp_path / "pkg", tune=False, cache_dir=cache)
