@@ -33,7 +33,10 @@ _PREFERENCES = {
 # 7x7 they lost 8-14%, on 28x28 and 56x56 maps up to 18% (docs/benchmarks/kernels.md). avx2 (Zen 3, session 8):
 # f4v3c64d 1.00-1.06x of f6v2c0 on 256@14 by median, fastest runs 3-20% faster on 512@7 but medians 10-20% slower
 # (noisy); f6v2c128d, f6v2c0d, f5v2c128d no better, f8v1c128d 0.4-0.6x. One candidate, the tuner decides.
-_DIRECT_PREFERENCES = {"avx512": [(6, 4, 128), (4, 4, 64)], "avx2": [(4, 3, 64)], "portable": []}
+# f4v7c64d (AMD Zen 4, session 26, 1 thread, interleaved, benchmarks.kernel_source_ab): on 256@14 1.11-1.13x
+# f4v4c64d's speed and 1.05-1.11x f6v4c128d's at both densities: its 7 vectors cover 7 rows of the 16-wide
+# padded 14x14 map, so two tiles compute 224 positions for 196 outputs where 4-vector tiles compute 256.
+_DIRECT_PREFERENCES = {"avx512": [(6, 4, 128), (4, 4, 64), (4, 7, 64)], "avx2": [(4, 3, 64)], "portable": []}
 DIRECT_MAX_OUTPUTS = 14 * 14
 # 5x5 / 7x7 convs (the ResNet-18 stem, 3->64 7x7 stride 2, dense): every op feeds every filter of a block, so
 # wide direct tiles. Session 6 (AMD EPYC, AVX-512, 1 thread, interleaved): f4v6c0d / f6v4c0d 0.89x / 0.94x of
@@ -62,8 +65,9 @@ def _pixel_tiles(spec: ConvSpec, isa: str) -> list[TileConfig]:
 
 
 def _fits(filters: int, vectors: int, isa: str) -> bool:
-    # accumulators + input vectors + one broadcast weight
-    return filters * vectors + vectors + 1 <= _REGISTERS[isa]
+    # accumulators + one input vector + one broadcast weight: g++ takes an op's other input vectors as memory
+    # operands of the FMAs when registers run out (f4v7: 28 accumulators, faster than f4v4, see above)
+    return filters * vectors + 2 <= _REGISTERS[isa]
 
 
 def candidate_tiles(spec: ConvSpec, isa: str) -> list[TileConfig]:

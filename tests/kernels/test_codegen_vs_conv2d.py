@@ -138,7 +138,7 @@ def test_candidate_tiles_compile_and_match(tmp_path):
 
 def test_direct_tiles_are_candidates_on_small_maps_only():
     small = candidate_tiles(ConvSpec("s", 256, 256, 14, 14), "avx512")
-    assert [t.label for t in small if t.direct] == ["f6v4c128d", "f4v4c64d"]
+    assert [t.label for t in small if t.direct] == ["f6v4c128d", "f4v4c64d", "f4v7c64d"]
     for other in (ConvSpec("l", 64, 64, 56, 56), ConvSpec("s2", 128, 256, 28, 28, stride=2)):
         assert not any(t.direct for t in candidate_tiles(other, "avx512"))
     assert [t.label for t in candidate_tiles(ConvSpec("s", 256, 256, 14, 14), "avx2") if t.direct] == ["f4v3c64d"]
