@@ -35,7 +35,8 @@ _PREFERENCES = {
 # (noisy); f6v2c128d, f6v2c0d, f5v2c128d no better, f8v1c128d 0.4-0.6x. One candidate, the tuner decides.
 # f4v7c64d (AMD Zen 4, session 26, 1 thread, interleaved, benchmarks.kernel_source_ab): on 256@14 1.11-1.13x
 # f4v4c64d's speed and 1.05-1.11x f6v4c128d's at both densities: its 7 vectors cover 7 rows of the 16-wide
-# padded 14x14 map, so two tiles compute 224 positions for 196 outputs where 4-vector tiles compute 256.
+# padded 14x14 map, so two tiles compute 224 positions for 196 outputs where 4-vector tiles compute 256. Capped to
+# the map it is f4v5c0d on ResNet-56's 8x8 maps (one tile of 80 positions, not two of 64): that model 2.03 -> 1.51 ms.
 _DIRECT_PREFERENCES = {"avx512": [(6, 4, 128), (4, 4, 64), (4, 7, 64)], "avx2": [(4, 3, 64)], "portable": []}
 DIRECT_MAX_OUTPUTS = 14 * 14
 # 5x5 / 7x7 convs (the ResNet-18 stem, 3->64 7x7 stride 2, dense): every op feeds every filter of a block, so
