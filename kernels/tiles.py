@@ -39,6 +39,11 @@ _PREFERENCES = {
 # the map it is f4v5c0d on ResNet-56's 8x8 maps (one tile of 80 positions, not two of 64): that model 2.03 -> 1.51 ms.
 _DIRECT_PREFERENCES = {"avx512": [(6, 4, 128), (4, 4, 64), (4, 7, 64)], "avx2": [(4, 3, 64)], "portable": []}
 DIRECT_MAX_OUTPUTS = 14 * 14
+# ... and on larger maps whose whole padded input is small (CIFAR ResNets' 16 channels at 32x32, 32 at 16x16): there
+# a tile's rows of every channel stay in cache. Zen 4, session 26, 1 thread, interleaved: f6v4c0d / f4v4c0d /
+# f4v7c0d 1.08-1.29x f4v4c8's speed (the tuner's pick before) on 16@32x32 and 32@16x16 at both densities; ResNet-18's
+# 64@56x56 (861 KB padded) and 128@28x28 (460 KB) lost with direct tiles (session 5).
+DIRECT_MAX_INPUT_FLOATS = 32 * 1024
 # 5x5 / 7x7 convs (the ResNet-18 stem, 3->64 7x7 stride 2, dense): every op feeds every filter of a block, so
 # wide direct tiles. Session 6 (AMD EPYC, AVX-512, 1 thread, interleaved): f4v6c0d / f6v4c0d 0.89x / 0.94x of
 # f6v4c0's time, f8v3c0 1.09x, f4v4c0 1.49x (docs/benchmarks/kernels.md). avx2 (Zen 3, session 8, 1 thread,
@@ -65,6 +70,11 @@ def _pixel_tiles(spec: ConvSpec, isa: str) -> list[TileConfig]:
             for nv, r in _PIXEL_PREFERENCES[isa]]
 
 
+def _small_input(spec: ConvSpec) -> bool:
+    padded = (spec.height + 2 * spec.padding) * (spec.width + 2 * spec.padding)
+    return spec.in_channels * padded <= DIRECT_MAX_INPUT_FLOATS
+
+
 def _fits(filters: int, vectors: int, isa: str) -> bool:
     # accumulators + one input vector + one broadcast weight: g++ takes an op's other input vectors as memory
     # operands of the FMAs when registers run out (f4v7: 28 accumulators, faster than f4v4, see above)
@@ -80,7 +90,7 @@ def candidate_tiles(spec: ConvSpec, isa: str) -> list[TileConfig]:
     preferences = [(p, False) for p in _PREFERENCES[isa]]
     if spec.kernel_size > 3 and _LARGE_KERNEL_PREFERENCES[isa]:
         preferences = _LARGE_KERNEL_PREFERENCES[isa]
-    elif spec.stride == 1 and spec.out_height * spec.out_width <= DIRECT_MAX_OUTPUTS:
+    elif spec.stride == 1 and (spec.out_height * spec.out_width <= DIRECT_MAX_OUTPUTS or _small_input(spec)):
         preferences += [(p, True) for p in _DIRECT_PREFERENCES[isa]]
     out: list[TileConfig] = _pixel_tiles(spec, isa)
     for (filters, vectors, chunk, *max_channels), direct in preferences:

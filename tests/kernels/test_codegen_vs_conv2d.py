@@ -119,18 +119,19 @@ def test_every_layer_matches_conv2d(library, batch, threads):
         torch.set_num_threads(previous)
 
 
-def test_candidate_tiles_compile_and_match(tmp_path):
+@pytest.mark.parametrize("cin,cout,size", [(24, 16, 12), (16, 16, 32)])  # the second: direct tiles on 32x32
+def test_candidate_tiles_compile_and_match(tmp_path, cin, cout, size):
     """The autotuner's candidates for a real-ish layer are all correct (default ISA only)."""
     isa = runnable_isas()[0]
-    base = ConvSpec("cand", 24, 16, 12, 12, relu=True)
-    weight = pattern_pruned(16, 24, LIB8, connectivity=0.5, seed=9)
-    bias = torch.randn(16)
+    base = ConvSpec("cand", cin, cout, size, size, relu=True)
+    weight = pattern_pruned(cout, cin, LIB8, connectivity=0.5, seed=9)
+    bias = torch.randn(cout)
     compact = compact_conv(weight, bias, name="cand")
     tiles = candidate_tiles(base, isa)
-    specs = [ConvSpec(f"cand_{t.label}", 24, 16, 12, 12, relu=True) for t in tiles]
+    specs = [ConvSpec(f"cand_{t.label}", cin, cout, size, size, relu=True) for t in tiles]
     path = build_library(generate_source([(s, compact, t) for s, t in zip(specs, tiles)], isa), isa=isa,
                          cache_dir=tmp_path)
-    x = torch.randn(2, 24, 12, 12)
+    x = torch.randn(2, cin, size, size)
     expected = reference(base, weight, bias, x, None)
     for spec in specs:
         torch.testing.assert_close(CompiledConv(path, spec)(x), expected, rtol=1e-4, atol=1e-4)
@@ -144,6 +145,10 @@ def test_direct_tiles_are_candidates_on_small_maps_only():
     assert [t.label for t in candidate_tiles(ConvSpec("s", 256, 256, 14, 14), "avx2") if t.direct] == ["f4v3c64d"]
     assert not any(t.direct for t in candidate_tiles(ConvSpec("l", 64, 64, 56, 56), "avx2"))
     assert not any(t.direct for t in candidate_tiles(ConvSpec("s", 256, 256, 14, 14), "portable"))
+    # larger maps whose padded input is small (a CIFAR ResNet's first stages) get them too
+    for cifar in (ConvSpec("c16", 16, 16, 32, 32), ConvSpec("c32", 32, 32, 16, 16)):
+        assert [t.label for t in candidate_tiles(cifar, "avx512") if t.direct] == ["f6v4c0d", "f4v4c0d", "f4v7c0d"]
+    assert not any(t.direct for t in candidate_tiles(ConvSpec("w", 64, 64, 32, 32), "avx512"))
 
 
 def test_avx2_tiles_fit_sixteen_registers():
