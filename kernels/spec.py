@@ -73,7 +73,8 @@ class TileConfig:
     vectors: SIMD vectors of the flat output grid per spatial tile (accumulator columns);
     channels: input channels per chunk whose aligned tap copies stay in L1 (0 = all channels at once);
     direct: read the padded input with unaligned loads instead of copying each tile's taps first (faster on
-    small maps, where a tile's tap copies are used by few blocks: docs/benchmarks/kernels.md, session 5).
+    small maps, where a tile's tap copies are used by few blocks, and on small inputs that stay in cache:
+    docs/benchmarks/kernels.md, sessions 5 and 26).
     pixels: output channels in the lanes, input pixels broadcast (kernels/pixel_conv.py, convs with few input
     channels); then `filters` counts vectors of output channels and `vectors` output positions per tile.
     """
