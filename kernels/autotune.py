@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
+
+from kernels.graph_ops import dense_conv
 
 SPARSE_MARGIN = 0.97  # keep sparse only when at most 97% of dense time: noise must not flip the choice
 MAX_REL_ERROR = 1e-4
@@ -53,10 +54,7 @@ def time_interleaved(fns: dict[str, Callable[[], object]], *, statistic: str = "
 def dense_reference(weight: torch.Tensor, bias: torch.Tensor | None, stride, padding, relu: bool):
     """The torch path for one site: conv (+ residual) (+ ReLU) with the folded weights."""
     def run(x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        y = F.conv2d(x, weight, bias, stride, padding)
-        if residual is not None:
-            y.add_(residual)  # y is conv2d's fresh output: in place saves a pass and an allocation
-        return torch.relu_(y) if relu else y
+        return dense_conv(x, weight, bias, stride, padding, 1, relu, residual)
     return run
 
 

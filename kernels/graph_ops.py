@@ -58,6 +58,15 @@ class CompiledLayer(nn.Module):
         return f"layer={self.layer!r}"
 
 
+def dense_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding, dilation,
+               relu: bool, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """conv (+ residual) (+ ReLU) in torch: the dense path of a site, in the package and in the tuner."""
+    y = torch.nn.functional.conv2d(x, weight, bias, stride, padding, dilation)
+    if residual is not None:
+        y.add_(residual)  # y is conv2d's fresh output: in place saves a pass and an allocation
+    return torch.relu_(y) if relu else y
+
+
 class DenseLayer(nn.Module):
     """The same layer in dense torch (weights from the compact format): the package's own dense baseline."""
 
@@ -69,10 +78,7 @@ class DenseLayer(nn.Module):
         self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        y = torch.nn.functional.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
-        if residual is not None:
-            y.add_(residual)  # y is conv2d's fresh output: in place saves a pass and an allocation
-        return torch.relu_(y) if self.relu else y
+        return dense_conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.relu, residual)
 
 
 class BatchDispatch(nn.Module):

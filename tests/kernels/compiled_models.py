@@ -29,14 +29,19 @@ class SmallVGG(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
-def small_vgg(seed: int = 1) -> nn.Module:
-    torch.manual_seed(seed)
-    model = SmallVGG()
+def _with_bn_statistics(model: nn.Module) -> nn.Module:
+    """A few training-mode passes on noise: non-trivial BatchNorm statistics to fold. Returns it in eval mode."""
     model.train()
     with torch.no_grad():
         for _ in range(3):
             model(torch.randn(16, *INPUT_SHAPE[1:]))
-    apply_pattern_masks(model.eval(), 0.25, seed=seed)
+    return model.eval()
+
+
+def small_vgg(seed: int = 1) -> nn.Module:
+    torch.manual_seed(seed)
+    model = _with_bn_statistics(SmallVGG())
+    apply_pattern_masks(model, 0.25, seed=seed)
     return model
 
 
@@ -122,10 +127,6 @@ class Bottleneck(nn.Module):
 
 def bottleneck(seed: int = 4) -> nn.Module:
     torch.manual_seed(seed)
-    model = Bottleneck()
-    model.train()
-    with torch.no_grad():  # non-trivial BatchNorm statistics to fold
-        for _ in range(3):
-            model(torch.randn(16, *INPUT_SHAPE[1:]))
-    apply_pattern_masks(model.eval(), 0.5, seed=seed)
+    model = _with_bn_statistics(Bottleneck())
+    apply_pattern_masks(model, 0.5, seed=seed)
     return model
