@@ -12,6 +12,7 @@ from kernels.format import CompactConv
 from kernels.geometry import Geometry, geometry, padded_layout_len, same_padded
 from kernels.isa import VECTOR_WIDTH, check_isa
 from kernels.pixel_conv import pixel_layer_source
+from kernels.pointwise_conv import is_pointwise, pointwise_layer_source
 from kernels.spec import ConvSpec, TileConfig
 from kernels.tiles import DIRECT_MAX_OUTPUTS
 
@@ -224,7 +225,8 @@ def _direct_offsets(g: Geometry, ops: BlockedOps) -> np.ndarray:
 def layer_source(spec: ConvSpec, conv: CompactConv, tile: TileConfig, isa: str) -> str:
     _check_layer(spec, conv, tile)
     if tile.pixels:
-        return pixel_layer_source(spec, conv, tile, VECTOR_WIDTH[isa])
+        source = pointwise_layer_source if is_pointwise(conv) else pixel_layer_source
+        return source(spec, conv, tile, VECTOR_WIDTH[isa])
     if isa == "portable" and tile.filters > 4:
         raise UnsupportedConv(f"layer {spec.name!r}: the portable build takes at most 4 filters per block "
                               "(255 mask loops make the compiler crawl)")

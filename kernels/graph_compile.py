@@ -102,7 +102,7 @@ class _Compiler:
     def build_candidates(self, layers: list[tuple]) -> list[Path]:
         """For each (spec, compact), the library of all its candidate tiles; built side by side."""
         from kernels.build import build_libraries
-        sources = [self.generate_source([(s, compact, t) for s, t in self.variants(spec)], self.isa)
+        sources = [self.generate_source([(s, compact, t) for s, t in self.variants(spec, compact)], self.isa)
                    for spec, compact in layers]
         return build_libraries(sources, isa=self.isa, cache_dir=self.cache_dir)
 
@@ -127,20 +127,24 @@ class _Compiler:
                                  "kernels": compact.n_kernels, "nnz": compact.nnz}})
         return entry, (spec, compact)
 
-    def variants(self, spec: ConvSpec, tiles=None) -> list[tuple[ConvSpec, object]]:
+    def candidates(self, spec: ConvSpec, compact) -> list:
+        from kernels.pointwise_conv import is_pointwise
+        return self.candidate_tiles(spec, self.isa, pointwise=is_pointwise(compact))
+
+    def variants(self, spec: ConvSpec, compact, tiles=None) -> list[tuple[ConvSpec, object]]:
         """(spec renamed per tile, tile) for every candidate tile of a layer, or (spec, tile) for one given tile:
         then the layer's code is the final library's, whose compiled unit that build reuses (unit_cache.py)."""
         if tiles and len(tiles) == 1:
             return [(spec, tiles[0])]
         return [(dataclasses.replace(spec, name=f"{spec.name}_{t.label}"), t)
-                for t in (tiles or self.candidate_tiles(spec, self.isa))]
+                for t in (tiles or self.candidates(spec, compact))]
 
     def tune(self, site: ConvSite, spec: ConvSpec, compact, x, residual, check_batches=(), tiles=None,
              library: Path | None = None) -> LayerChoice:
         """Time every candidate tile of one layer (or just `tiles`) against dense, from `library` or one built
         here; then time the winner at each larger batch of `check_batches` too (`choice.batch_checks`,
         `choice.dense_from_batch`)."""
-        variants = self.variants(spec, tiles)
+        variants = self.variants(spec, compact, tiles)
         library = library or self.build([(s, compact, t) for s, t in variants])
         fns = {t.label: self.CompiledConv(library, s) for s, t in variants}
         dense_fn = dense_reference(site.weight, site.bias, site.stride, site.padding, site.relu)
@@ -152,7 +156,7 @@ class _Compiler:
 
     def untuned(self, prepared: list[tuple], inputs) -> list[LayerChoice]:
         """tune=False: each layer's first tile, all in one library (the final one), checked not timed."""
-        layers = [(spec, compact, self.candidate_tiles(spec, self.isa)[0]) for _, spec, compact in prepared]
+        layers = [(spec, compact, self.candidates(spec, compact)[0]) for _, spec, compact in prepared]
         library = self.build(layers)
         choices = []
         for (site, spec, _), (_, _, tile) in zip(prepared, layers):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from kernels.isa import VECTOR_WIDTH, check_isa
 from kernels.pixel_conv import pixel_tile_ok
+from kernels.pointwise_conv import pointwise_tile_ok
 from kernels.spec import ConvSpec, TileConfig
 
 _REGISTERS = {"avx512": 32, "avx2": 16, "portable": 16}
@@ -70,6 +71,20 @@ def _pixel_tiles(spec: ConvSpec, isa: str) -> list[TileConfig]:
             for nv, r in _PIXEL_PREFERENCES[isa]]
 
 
+# Pointwise tiles (kernels/pointwise_conv.py: a 1x1 conv as a matrix product, output channels in the lanes, input
+# pixels broadcast): (channel vectors, output positions), with accumulators + weights + one broadcast in registers.
+_POINTWISE_PREFERENCES = {"avx512": [(4, 6), (3, 8)], "avx2": [(2, 5)], "portable": []}
+
+
+def _pointwise_tiles(spec: ConvSpec, isa: str) -> list[TileConfig]:
+    if pointwise_tile_ok(spec) is not None:
+        return []
+    channel_vectors = -(-spec.out_channels // VECTOR_WIDTH[isa])
+    tiles = [TileConfig(filters=min(nv, channel_vectors), vectors=min(r, spec.out_width), channels=0, pixels=True)
+             for nv, r in _POINTWISE_PREFERENCES[isa]]
+    return list(dict.fromkeys(tiles))
+
+
 def _small_input(spec: ConvSpec) -> bool:
     padded = (spec.height + 2 * spec.padding) * (spec.width + 2 * spec.padding)
     return spec.in_channels * padded <= DIRECT_MAX_INPUT_FLOATS
@@ -81,8 +96,9 @@ def _fits(filters: int, vectors: int, isa: str) -> bool:
     return filters * vectors + 2 <= _REGISTERS[isa]
 
 
-def candidate_tiles(spec: ConvSpec, isa: str) -> list[TileConfig]:
-    """A few distinct blockings that fit the ISA's registers and the layer's size, the default first."""
+def candidate_tiles(spec: ConvSpec, isa: str, pointwise: bool = False) -> list[TileConfig]:
+    """A few distinct blockings that fit the ISA's registers and the layer's size, the default first.
+    pointwise: the layer is a 1x1 conv compiled as a 3x3's centre tap (pointwise_conv.is_pointwise)."""
     check_isa(isa)
     lanes = VECTOR_WIDTH[isa]
     flat = spec.out_height * (-(-(spec.width + 2 * spec.padding) // spec.stride))
@@ -104,4 +120,6 @@ def candidate_tiles(spec: ConvSpec, isa: str) -> list[TileConfig]:
         tile = TileConfig(filters=filters, vectors=vectors, channels=chunk, direct=direct)
         if tile not in out:
             out.append(tile)
+    if pointwise:
+        out += [t for t in _pointwise_tiles(spec, isa) if t not in out]
     return out or [TileConfig(filters=1, vectors=1, channels=0)]
