@@ -40,6 +40,7 @@ void zd_{example['symbol']}(const float* x, const float* residual, float* y, int
 `[batch, {k}, {out_h}, {out_w}]`; `residual` has `y`'s shape (pass NULL when the layer has no residual add).
 The epilogue (bias, residual add, ReLU) listed in `manifest.json` runs inside the call.
 A 1x1 conv is compiled as the 3x3 conv (padding + 1) whose only tap is the centre: same shapes as the 1x1.
+Its pixels tile (`tile.pixels` on such a layer) runs it as a matrix product, output channels in the vector lanes.
 5x5 and 7x7 convs (a ResNet stem) are compiled dense (`spec.kernel_size` in the manifest).
 A layer with a pixels tile (`tile.pixels`: at most 4 input channels) also exports
 `void zd_<symbol>_pool(const float* x, float* y, int batch, int threads, int k, int s, int p, int relu,
