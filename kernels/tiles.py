@@ -74,9 +74,9 @@ def _pixel_tiles(spec: ConvSpec, isa: str) -> list[TileConfig]:
 # Pointwise tiles (kernels/pointwise_conv.py: a 1x1 conv as a matrix product, output channels in the lanes, input
 # pixels broadcast): (channel vectors, output positions), accumulators + weights + one broadcast in registers. Offered
 # first for 1x1 layers. AMD Zen 5, session 27, 2 threads, dense ResNet-50 1x1 shapes (7x7 to 56x56, stride 1 and 2),
-# interleaved with the flat-grid tiles: the faster of f4v6c0p / f3v8c0p 1.17-1.39x the best flat-grid tile on all
-# eight shapes (f3v8c0p on 7x7 maps and stride 2, where a row is one tile); the AVX2 build on the same host f2v5c0p /
-# f3v4c0p 1.04-1.40x (docs/benchmarks/kernels.md).
+# interleaved with the flat-grid tiles (benchmarks/kernel_pointwise.py): the faster of f4v6c0p / f3v8c0p 1.13-1.42x the
+# best flat-grid tile on all eight shapes (f3v8c0p where a row is one tile: 7x7 maps, stride 2 into 7x7); the AVX2
+# build on the same host, f3v4c0p / f2v5c0p, 1.02-1.34x (docs/benchmarks/kernels.md).
 _POINTWISE_PREFERENCES = {"avx512": [(4, 6), (3, 8)], "avx2": [(3, 4), (2, 5)], "portable": []}
 
 
