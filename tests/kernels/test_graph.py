@@ -127,6 +127,8 @@ def test_whole_model_compiled_equals_dense(factory, tmp_path, cache):
     for layer in manifest["layers"]:
         if layer["shape"][-2:] == [1, 1] and "spec" in layer:  # dense cost of a 1x1, not of its 3x3 embedding
             assert layer["flop_ratio_limit"] == pytest.approx(1 / (9 * layer["format"]["density"]), rel=1e-2)
+            # untuned, a 1x1 runs its first candidate: the pointwise tile wherever the ISA has one
+            assert layer["kernel"] == "sparse" and layer["tile"]["pixels"] == (manifest["isa"] != "portable")
     compiled = kernels.load(tmp_path / "pkg")
     for batch in (1, 3):
         x = example(batch, seed=batch)
