@@ -91,19 +91,24 @@ def _check_every_io_combination(path, layers, batch):
         expected = torch.relu(expected) if spec.relu else expected
         nchw = CompiledConv(path, spec)(x, residual)
         torch.testing.assert_close(nchw, expected, rtol=1e-4, atol=1e-4)
-        for io in range(1, 8):
-            if io & RES_PADDED and residual is None:
-                continue
-            conv = PaddedLayoutConv(CompiledConv(path, spec), io)
-            got = conv(_garbage_padded(x) if io & IN_PADDED else x,
-                       None if residual is None else _garbage_padded(residual) if io & RES_PADDED else residual)
-            if io & OUT_PADDED:  # the whole plane: the NCHW result inside, zeros in the padding
-                assert got.shape == (batch, spec.out_channels, padded_layout_len(spec.height, spec.width))
-                lead, size = padded_lead(spec.width), (spec.height + 2) * (spec.width + 2)
-                assert torch.equal(got[:, :, lead:lead + size], to_padded(nchw)[:, :, lead:lead + size]), \
-                    (spec.name, io)
-                got = from_padded(got, spec.height, spec.width)
-            assert torch.equal(got, nchw), (spec.name, io)  # same arithmetic, bit for bit
+        assert_every_padded_io_matches(path, spec, x, residual, nchw)
+
+
+def assert_every_padded_io_matches(path, spec: ConvSpec, x, residual, nchw) -> None:
+    """Every io combination of the layer's padded entry gives the NCHW call's result, bit for bit (same arithmetic)."""
+    for io in range(1, 8):
+        if io & RES_PADDED and residual is None:
+            continue
+        conv = PaddedLayoutConv(CompiledConv(path, spec), io)
+        got = conv(_garbage_padded(x) if io & IN_PADDED else x,
+                   None if residual is None else _garbage_padded(residual) if io & RES_PADDED else residual)
+        if io & OUT_PADDED:  # the whole plane: the NCHW result inside, zeros in the padding
+            assert got.shape == (x.shape[0], spec.out_channels, padded_layout_len(spec.height, spec.width))
+            lead, size = padded_lead(spec.width), (spec.height + 2) * (spec.width + 2)
+            assert torch.equal(got[:, :, lead:lead + size], to_padded(nchw)[:, :, lead:lead + size]), \
+                (spec.name, io)
+            got = from_padded(got, spec.height, spec.width)
+        assert torch.equal(got, nchw), (spec.name, io)
 
 
 def test_padded_call_checks_its_layout(library):

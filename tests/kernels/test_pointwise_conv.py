@@ -10,14 +10,13 @@ from kernels.codegen import generate_source
 from kernels.conv_op import CompiledConv
 from kernels.errors import UnsupportedConv
 from kernels.format import compact_conv
-from kernels.geometry import padded_layout_len, padded_lead, same_padded
+from kernels.geometry import same_padded
 from kernels.isa import runnable_isas
-from kernels.padded_layout import IN_PADDED, OUT_PADDED, RES_PADDED, PaddedLayoutConv, from_padded, to_padded
 from kernels.pointwise_conv import is_pointwise, pointwise_layer_source
 from kernels.spec import ConvSpec, TileConfig
 from kernels.tiles import candidate_tiles
 from tests.kernels.compiled_models import session_cache
-from tests.kernels.test_padded_layout import _garbage_padded
+from tests.kernels.test_padded_layout import assert_every_padded_io_matches
 
 # (spec, tile): the 1x1 conv is the centre tap of a 3x3 with padding 1, as graph.py compiles it.
 LAYERS = [
@@ -80,21 +79,7 @@ def test_pointwise_padded_layout_every_io_combination(library):
         gen = torch.Generator().manual_seed(index)
         x = torch.randn(2, spec.in_channels, spec.height, spec.width, generator=gen)
         residual = torch.randn(2, spec.out_channels, spec.height, spec.width, generator=gen) if spec.residual else None
-        nchw = CompiledConv(path, spec)(x, residual)
-        for io in range(1, 8):
-            if io & RES_PADDED and residual is None:
-                continue
-            conv = PaddedLayoutConv(CompiledConv(path, spec), io)
-            got = conv(_garbage_padded(x) if io & IN_PADDED else x,
-                       None if residual is None else _garbage_padded(residual) if io & RES_PADDED else residual)
-            if io & OUT_PADDED:  # the whole plane: the NCHW result inside, zeros in the padding
-                assert got.shape == (2, spec.out_channels, padded_layout_len(spec.height, spec.width))
-                lead, size = padded_lead(spec.width), (spec.height + 2) * (spec.width + 2)
-                assert torch.equal(got[:, :, lead:lead + size], to_padded(nchw)[:, :, lead:lead + size]), \
-                    (spec.name, io)
-                assert not got[:, :, lead:].isnan().any(), (spec.name, io)  # slack written as zeros
-                got = from_padded(got, spec.height, spec.width)
-            assert torch.equal(got, nchw), (spec.name, io)
+        assert_every_padded_io_matches(path, spec, x, residual, CompiledConv(path, spec)(x, residual))
 
 
 def test_pointwise_only_for_centre_tap_weights():
