@@ -6,6 +6,7 @@ from importlib import resources
 import numpy as np
 
 from kernels.blocking import BlockedOps, block_ops
+from kernels.c_literals import array as _array, blob as _blob, floats as _floats, ints as _ints
 from kernels.build import LAYER_MARK
 from kernels.errors import UnsupportedConv
 from kernels.format import CompactConv
@@ -24,33 +25,6 @@ def _template(name: str) -> str:
 def prelude(isa: str) -> str:
     return "\n".join(_template(name) for name in ("prelude_common.h", "thread_pool.h", "max_pool.h",
                                                   f"prelude_{isa}.h", "linear_head.h", "transpose.h"))
-
-
-def _ints(values: np.ndarray) -> str:
-    values = np.asarray(values).reshape(-1)
-    return ",".join(map(str, values.tolist())) if values.size else "0"
-
-
-def _floats(values: np.ndarray) -> str:
-    # 9 significant digits round-trip every float32 exactly.
-    values = np.asarray(values, dtype=np.float32).reshape(-1)
-    return ",".join("%.9g" % v for v in values.tolist()) if values.size else "0"
-
-
-def _array(ctype: str, name: str, body: str) -> str:
-    return f"alignas(64) static const {ctype} {name}[] = {{{body}}};\n"
-
-
-# Printable ASCII stands for itself in a string literal, except the quote, backslash and '?' (trigraphs).
-_ESCAPE = [chr(b) if 32 <= b < 127 and chr(b) not in '"\\?' else "\\%03o" % b for b in range(256)]
-
-
-def _blob(ctype: str, dtype: str, name: str, values: np.ndarray) -> str:
-    """A large constant array as little-endian bytes in a string literal: compiles ~10x faster than numbers."""
-    raw = np.ascontiguousarray(np.asarray(values).reshape(-1), dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
-    lines = ['"' + "".join(_ESCAPE[b] for b in raw[i:i + 96]) + '"' for i in range(0, len(raw), 96)] or ['""']
-    return (f"alignas(64) static const unsigned char {name}_BYTES[] =\n" + "\n".join(lines) + ";\n"
-            f"static const {ctype}* const {name} = reinterpret_cast<const {ctype}*>({name}_BYTES);\n")
 
 
 def _check_layer(spec: ConvSpec, conv: CompactConv, tile: TileConfig) -> None:

@@ -42,7 +42,7 @@ The epilogue (bias, residual add, ReLU) listed in `manifest.json` runs inside th
 A 1x1 conv is compiled as the 3x3 conv (padding + 1) whose only tap is the centre: same shapes as the 1x1.
 Its pixels tile (`tile.pixels` on such a layer) runs it as a matrix product, output channels in the vector lanes.
 5x5 and 7x7 convs (a ResNet stem) are compiled dense (`spec.kernel_size` in the manifest).
-A layer with a pixels tile (`tile.pixels`: at most 4 input channels) also exports
+A layer of at most 4 input channels, not a 1x1, with a pixels tile (`tile.pixels`) also exports
 `void zd_<symbol>_pool(const float* x, float* y, int batch, int threads, int k, int s, int p, int relu,
 int out_len, int out_lead)`: the conv, then a k x k / s max-pool with padding p, writing only the pooled map
 (NCHW when `out_len` is 0), which `kernels.load` uses when a max-pool is the conv's only reader.

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels.c_literals import floats as _floats
 from kernels.errors import UnsupportedConv
 from kernels.format import CompactConv
 from kernels.spec import ConvSpec, TileConfig
 
 MAX_IN_CHANNELS = 4
-
-
-def _floats(values: np.ndarray) -> str:
-    return ",".join("%.9g" % v for v in np.asarray(values, dtype=np.float32).reshape(-1).tolist()) or "0"
 
 
 def pixel_tile_ok(spec: ConvSpec) -> str | None:

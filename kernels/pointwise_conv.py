@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels.c_literals import blob, floats
 from kernels.errors import UnsupportedConv
 from kernels.format import CompactConv
 from kernels.geometry import padded_layout_len, padded_lead, same_padded
@@ -32,11 +33,6 @@ def pointwise_tile_ok(spec: ConvSpec) -> str | None:
     if (spec.kernel_size, spec.padding, spec.dilation) != (3, 1, 1):
         return "not a 1x1 conv compiled as the centre tap of a 3x3 (kernel 3, padding 1, dilation 1)"
     return None
-
-
-def _blob(name: str, values: np.ndarray) -> str:
-    from kernels.codegen import _blob as blob  # codegen imports this module
-    return blob("float", "float32", name, values)
 
 
 def _weights(conv: CompactConv, group_channels: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -102,7 +98,7 @@ def pointwise_layer_source(spec: ConvSpec, conv: CompactConv, tile: TileConfig, 
     }}""" if tail else ""
     return f"""// layer {spec.name}: {C}->{K}, 1x1 (the centre tap of a 3x3) on {H}x{W}, stride {s}, relu {int(spec.relu)}, residual {int(spec.residual)}, tile {tile.label} (channels in lanes)
 namespace zdl_{spec.name} {{
-{_blob("WT", wts)}alignas(64) static const float BIAS[] = {{{",".join("%.9g" % v for v in bias.tolist())}}};
+{blob("float", "float32", "WT", wts)}alignas(64) static const float BIAS[] = {{{floats(bias)}}};
 static const int NVL = {nvl};
 {"".join(_tile_function(spec, nv, size, lanes, relu_here) for size in sorted({R, rem}))}
 struct Ctx {{ const float* x; const float* res; float* y; int batch, bands, io; }};

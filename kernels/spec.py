@@ -76,7 +76,8 @@ class TileConfig:
     small maps, where a tile's tap copies are used by few blocks, and on small inputs that stay in cache:
     docs/benchmarks/kernels.md, sessions 5 and 26).
     pixels: output channels in the lanes, input pixels broadcast (kernels/pixel_conv.py, convs with few input
-    channels); then `filters` counts vectors of output channels and `vectors` output positions per tile.
+    channels; kernels/pointwise_conv.py, 1x1 convs); then `filters` counts vectors of output channels and `vectors`
+    output positions per tile.
     """
     filters: int = 4
     vectors: int = 4
