@@ -83,10 +83,9 @@ def pointwise_layer_source(spec: ConvSpec, conv: CompactConv, tile: TileConfig, 
     rem = Wo - (n_blocks - 1) * R
     wts, bias, groups = _weights(conv, nvl)
     padded = same_padded(spec)
-    in_len = out_len = padded_layout_len(H, W) if padded else 0
-    in_lead = out_lead = padded_lead(W) if padded else 0
-    relu_here = spec.relu and not spec.residual
-    tail = spec.residual or spec.relu and not relu_here
+    # a same-padded layer's input and output share the layout (lead, plane, slack): one length, one lead
+    plane_len, lead = (padded_layout_len(H, W), padded_lead(W)) if padded else (0, 0)
+    relu_here = spec.relu and not spec.residual  # with a residual, ReLU follows the add
     blocks = "\n".join(
         f"    tile{R if b < n_blocks - 1 else rem}(xr + {b * R * s}, xcs, wg, bg, rb + {b * R * nvl});"
         for b in range(n_blocks))
@@ -95,7 +94,7 @@ def pointwise_layer_source(spec: ConvSpec, conv: CompactConv, tile: TileConfig, 
       float* yk = yr + (size_t)k * ycs;
       const float* rk = rr + (size_t)k * rcs;
       for (int i = 0; i < {Wo}; ++i) {{ const float v = yk[i] + rk[i]; yk[i] = {"v > 0.f ? v : 0.f" if spec.relu else "v"}; }}
-    }}""" if tail else ""
+    }}""" if spec.residual else ""
     return f"""// layer {spec.name}: {C}->{K}, 1x1 (the centre tap of a 3x3) on {H}x{W}, stride {s}, relu {int(spec.relu)}, residual {int(spec.residual)}, tile {tile.label} (channels in lanes)
 namespace zdl_{spec.name} {{
 {blob("float", "float32", "WT", wts)}alignas(64) static const float BIAS[] = {{{floats(bias)}}};
@@ -110,17 +109,17 @@ static void item(void* vctx, int it) {{
   const int y0 = (int)((long long){Ho} * band / c->bands), y1 = (int)((long long){Ho} * (band + 1) / c->bands);
   const int io = c->io, k0 = g * NVL, kn = {K} - k0 < NVL ? {K} - k0 : NVL;
   const bool in_p = io & ZD_IN_PADDED, out_p = io & ZD_OUT_PADDED, res_p = io & ZD_RES_PADDED;
-  const size_t xcs = in_p ? {in_len} : {H * W}, ycs = out_p ? {out_len} : {Ho * Wo}, rcs = res_p ? {out_len} : {Ho * Wo};
+  const size_t xcs = in_p ? {plane_len} : {H * W}, ycs = out_p ? {plane_len} : {Ho * Wo}, rcs = res_p ? {plane_len} : {Ho * Wo};
   const float* wg = WT + (size_t)g * {C} * NVL;
   const float* bg = BIAS + k0;
   float* rb = zd_scratch(1, {Wo} * NVL);
   if (!rb) abort();  // out of memory for a few kilobytes: nothing sane left
   for (int oy = y0; oy < y1; ++oy) {{
-    const float* xr = c->x + (size_t)n * {C} * xcs + (in_p ? {in_lead} + (size_t)(oy * {s} + 1) * {W + 2} + 1 : (size_t)oy * {s * W});
+    const float* xr = c->x + (size_t)n * {C} * xcs + (in_p ? {lead} + (size_t)(oy * {s} + 1) * {W + 2} + 1 : (size_t)oy * {s * W});
 {blocks}
-    const size_t yo = out_p ? {out_lead} + (size_t)(oy + 1) * {Wo + 2} + 1 : (size_t)oy * {Wo};
+    const size_t yo = out_p ? {lead} + (size_t)(oy + 1) * {Wo + 2} + 1 : (size_t)oy * {Wo};
     float* yr = c->y + ((size_t)n * {K} + k0) * ycs + yo;
-    const float* rr = c->res ? c->res + ((size_t)n * {K} + k0) * rcs + (res_p ? {out_lead} + (size_t)(oy + 1) * {Wo + 2} + 1 : (size_t)oy * {Wo}) : nullptr;
+    const float* rr = c->res ? c->res + ((size_t)n * {K} + k0) * rcs + (res_p ? {lead} + (size_t)(oy + 1) * {Wo + 2} + 1 : (size_t)oy * {Wo}) : nullptr;
     (void)rr;
     zd_transpose(rb, NVL, {Wo}, kn, yr, ycs);{epilogue}
     if (out_p)  // right pad of this row, left pad of the next
@@ -129,8 +128,8 @@ static void item(void* vctx, int it) {{
   if (out_p)
     for (int k = 0; k < kn; ++k) {{
       float* yk = c->y + ((size_t)n * {K} + k0 + k) * ycs;
-      if (y0 == 0) memset(yk + {out_lead}, 0, sizeof(float) * {Wo + 3});  // top row and the first left pad
-      if (y1 == {Ho}) memset(yk + {out_lead + (Ho + 1) * (Wo + 2) + 1}, 0, sizeof(float) * {max(out_len - (out_lead + (Ho + 1) * (Wo + 2) + 1), 0)});  // bottom row, slack
+      if (y0 == 0) memset(yk + {lead}, 0, sizeof(float) * {Wo + 3});  // top row and the first left pad
+      if (y1 == {Ho}) memset(yk + {lead + (Ho + 1) * (Wo + 2) + 1}, 0, sizeof(float) * {max(plane_len - (lead + (Ho + 1) * (Wo + 2) + 1), 0)});  // bottom row, slack
     }}
 }}
 
@@ -151,5 +150,5 @@ extern "C" void {spec.symbol}(const float* x, const float* res, float* y, int ba
 """ + (f"""extern "C" void {spec.symbol}_io(const float* x, const float* res, float* y, int batch, int threads, int io) {{
   zdl_{spec.name}::run(x, res, y, batch, threads, io & 7);
 }}
-extern "C" int {spec.symbol}_padded_len(void) {{ return {out_len}; }}
+extern "C" int {spec.symbol}_padded_len(void) {{ return {plane_len}; }}
 """ if padded else "")
