@@ -59,11 +59,13 @@ def pruned_weight(k: int, c: int, connectivity: float, seed: int) -> torch.Tenso
     return (torch.randn(k, c, 9, generator=gen) * mask).view(k, c, 3, 3)
 
 
-def ort_session(spec: ConvSpec, weight: torch.Tensor, bias: torch.Tensor, threads: int, batch: int):
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, spec.in_channels, spec.height, spec.width])
+def ort_conv(weight: torch.Tensor, bias: torch.Tensor, input_shape: tuple[int, ...], stride: int, padding: int,
+             threads: int):
+    """A one-conv ONNX Runtime session (the kernel size is the weight's), with the baseline's session options."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 3], strides=[spec.stride] * 2,
-                            pads=[spec.padding] * 4)
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=list(weight.shape[2:]),
+                            strides=[stride] * 2, pads=[padding] * 4)
     graph = helper.make_graph([conv], "conv", [x], [y], initializer=[
         numpy_helper.from_array(weight.numpy(), "w"), numpy_helper.from_array(bias.numpy(), "b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
             for label, op in ops.items():
                 err = (op(x) - ref).abs().max().item()
                 assert err < 1e-3 * max(1.0, ref.abs().max().item()), (name, label, err)
-            sess = ort_session(base, weight, bias, args.threads, args.batch)
+            sess = ort_conv(weight, bias, (args.batch, c, size, size), stride, 1, args.threads)
             xn = x.numpy()
             fns = {label: (lambda op=op: op(x)) for label, op in ops.items()}
             fns["ort"] = lambda: sess.run(None, {"x": xn})

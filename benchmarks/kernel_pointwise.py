@@ -11,14 +11,11 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import onnxruntime as ort
 import torch
 import torch.nn.functional as F
-from onnx import TensorProto, helper, numpy_helper
 
-from benchmarks.kernel_layers import median_ms
+from benchmarks.kernel_layers import median_ms, ort_conv
 from benchmarks.kernel_tile_ab import parse_tile
-from kernels.bench import ort_baseline_options
 from kernels.build import build_library
 from kernels.codegen import generate_source
 from kernels.conv_op import CompiledConv
@@ -29,18 +26,6 @@ from kernels.spec import ConvSpec
 # (in channels, out channels, input size, stride)
 LAYERS = [(1024, 256, 14, 1), (256, 1024, 14, 1), (256, 64, 56, 1), (2048, 512, 7, 1), (512, 128, 28, 1),
           (256, 512, 56, 2), (1024, 2048, 14, 2), (64, 64, 56, 1)]
-
-
-def ort_pointwise(weight: torch.Tensor, bias: torch.Tensor, size: int, stride: int, threads: int):
-    k, c = weight.shape[:2]
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, size, size])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[1, 1], strides=[stride] * 2)
-    graph = helper.make_graph([conv], "pointwise", [x], [y], initializer=[
-        numpy_helper.from_array(weight.numpy(), "w"), numpy_helper.from_array(bias.numpy(), "b")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    return ort.InferenceSession(model.SerializeToString(), ort_baseline_options(threads),
-                                providers=["CPUExecutionProvider"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
             op = CompiledConv(library, spec)
             torch.testing.assert_close(op(x), reference, rtol=1e-4, atol=1e-3)
             fns[tile.label] = lambda op=op: op(x)
-        session, xn = ort_pointwise(weight, bias, size, stride, args.threads), x.numpy()
+        session, xn = ort_conv(weight, bias, (1, c, size, size), stride, 0, args.threads), x.numpy()
         fns["ort"] = lambda: session.run(None, {"x": xn})
         fns["torch"] = lambda: F.conv2d(x, weight, bias, stride=stride)
         ms = median_ms(fns, args.runs)

@@ -32,8 +32,9 @@ def pixel_tile_ok(spec: ConvSpec) -> str | None:
     return None
 
 
-def _weights(conv: CompactConv, lanes: int, nv: int) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """[groups][C][k][k][nv * lanes] weights and [groups * nv * lanes] bias, zero past K."""
+def lane_weights(conv: CompactConv, lanes: int, nv: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """[groups][C][k][k][nv * lanes] weights (output channels in the lanes) and [groups * nv * lanes] bias, zero
+    past K; also the group count and the padded K. Shared with pointwise_conv.py."""
     dense = conv.to_dense().numpy()  # K x C x k x k, original filter order
     K, C, k = conv.out_channels, conv.in_channels, conv.kernel_size
     per_group = nv * lanes
@@ -118,7 +119,7 @@ def pixel_layer_source(spec: ConvSpec, conv: CompactConv, tile: TileConfig, lane
     C, K, H, W, k, s, p, d = (spec.in_channels, spec.out_channels, spec.height, spec.width, spec.kernel_size,
                               spec.stride, spec.padding, spec.dilation)
     Ho, Wo = spec.out_height, spec.out_width
-    wts, bias, groups, kp = _weights(conv, lanes, nv)
+    wts, bias, groups, kp = lane_weights(conv, lanes, nv)
     span = (k - 1) * d + 1            # input rows / columns one output reads
     pw = (R - 1) * s + span           # columns a full tile's window spans
     n_blocks = -(-Wo // R)

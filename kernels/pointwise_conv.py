@@ -18,6 +18,7 @@ from kernels.c_literals import blob, floats
 from kernels.errors import UnsupportedConv
 from kernels.format import CompactConv
 from kernels.geometry import padded_layout_len, padded_lead, same_padded
+from kernels.pixel_conv import lane_weights
 from kernels.spec import ConvSpec, TileConfig
 
 CENTRE_TAP = 1 << 4  # the pattern mask of a 1x1 conv compiled as a 3x3 (graph.py pads it by one)
@@ -33,17 +34,6 @@ def pointwise_tile_ok(spec: ConvSpec) -> str | None:
     if (spec.kernel_size, spec.padding, spec.dilation) != (3, 1, 1):
         return "not a 1x1 conv compiled as the centre tap of a 3x3 (kernel 3, padding 1, dilation 1)"
     return None
-
-
-def _weights(conv: CompactConv, group_channels: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """[groups][C][group_channels] centre-tap weights and [groups * group_channels] bias, zero past K."""
-    K, C = conv.out_channels, conv.in_channels
-    groups = -(-K // group_channels)
-    centre = np.zeros((groups * group_channels, C), dtype=np.float32)
-    centre[:K] = conv.to_dense().numpy()[:, :, 1, 1]
-    bias = np.zeros(groups * group_channels, dtype=np.float32)
-    bias[:K] = conv.bias
-    return np.ascontiguousarray(centre.reshape(groups, group_channels, C).transpose(0, 2, 1)), bias, groups
 
 
 def _tile_function(spec: ConvSpec, nv: int, R: int, lanes: int, relu_here: bool) -> str:
@@ -81,7 +71,8 @@ def pointwise_layer_source(spec: ConvSpec, conv: CompactConv, tile: TileConfig, 
     R = min(R, Wo)
     n_blocks, nvl = -(-Wo // R), nv * lanes
     rem = Wo - (n_blocks - 1) * R
-    wts, bias, groups = _weights(conv, nvl)
+    wts, bias, groups, _ = lane_weights(conv, lanes, nv)
+    wts = np.ascontiguousarray(wts[:, :, 1, 1])  # [groups][C][nv * lanes]: the centre tap
     padded = same_padded(spec)
     # a same-padded layer's input and output share the layout (lead, plane, slack): one length, one lead
     plane_len, lead = (padded_layout_len(H, W), padded_lead(W)) if padded else (0, 0)
