@@ -3,7 +3,6 @@ strides, epilogues, output channels not a multiple of a vector; every padded-lay
 offering them for 1x1 layers only."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 from kernels.build import build_library
 from kernels.codegen import generate_source
@@ -16,6 +15,7 @@ from kernels.pointwise_conv import is_pointwise, pointwise_layer_source
 from kernels.spec import ConvSpec, TileConfig
 from kernels.tiles import candidate_tiles
 from tests.kernels.compiled_models import session_cache
+from tests.kernels.test_codegen_vs_conv2d import reference  # the centre-tap 3x3 with padding 1 is the 1x1
 from tests.kernels.test_padded_layout import assert_every_padded_io_matches
 
 # (spec, tile): the 1x1 conv is the centre tap of a 3x3 with padding 1, as graph.py compiles it.
@@ -48,12 +48,6 @@ def library(request, tmp_path_factory):
     return build_library(source, isa=request.param, cache_dir=session_cache(tmp_path_factory)), layers
 
 
-def _expected(spec, weight, bias, x, residual):
-    y = F.conv2d(x, weight[:, :, 1:2, 1:2], bias, stride=spec.stride)
-    y = y + residual if residual is not None else y
-    return torch.relu(y) if spec.relu else y
-
-
 @pytest.mark.parametrize("batch, threads", [(1, 1), (3, 2)])
 def test_pointwise_tiles_match_conv2d(library, batch, threads):
     path, layers = library
@@ -66,7 +60,7 @@ def test_pointwise_tiles_match_conv2d(library, batch, threads):
             residual = torch.randn(batch, spec.out_channels, spec.out_height, spec.out_width, generator=gen) \
                 if spec.residual else None
             got = CompiledConv(path, spec)(x, residual)
-            torch.testing.assert_close(got, _expected(spec, weight, bias, x, residual), rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(got, reference(spec, weight, bias, x, residual), rtol=1e-4, atol=1e-4)
     finally:
         torch.set_num_threads(previous)
 
